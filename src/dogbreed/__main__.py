@@ -1,0 +1,3 @@
+from dogbreed.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""The model directory: the contract between training (writes it) and serving (reads it).
+
+`model/` (SageMaker tars it into model.tar.gz) holds everything serving needs and nothing else:
+
+    weights.pt        state_dict of the trained network (torch.save)
+    model.onnx        inference export: input "input" float32 [batch, 3, S, S] normalised RGB,
+                      output "logits" float32 [batch, num_classes]; dynamic batch axis
+    model.torchscript TorchScript (traced, eval mode) of the same network, for the torch backend
+    classes.json      JSON list of class names; index = class id
+    metadata.json     see ModelMetadata
+
+This module must not import torch: the CPU serving image has none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.pt"
+ONNX_FILE = "model.onnx"
+TORCHSCRIPT_FILE = "model.torchscript"
+CLASSES_FILE = "classes.json"
+METADATA_FILE = "metadata.json"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ArtifactError(ValueError):
+    """A model directory that serving cannot use; the message names what is wrong."""
+
+
+@dataclass
+class ModelMetadata:
+    architecture: str
+    num_classes: int
+    image_size: int  # centre-crop size = network input size
+    resize_size: int  # shorter side is resized to this before the centre crop
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    format_version: int = FORMAT_VERSION
+    metrics: dict[str, float] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created_at: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelMetadata:
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = {"architecture", "num_classes", "image_size", "resize_size"} - data.keys()
+        if missing:
+            raise ArtifactError(f"{METADATA_FILE} lacks {', '.join(sorted(missing))}")
+        values = {k: v for k, v in data.items() if k in known}
+        values["mean"] = tuple(values.get("mean", IMAGENET_MEAN))
+        values["std"] = tuple(values.get("std", IMAGENET_STD))
+        return cls(**values)
+
+
+def eval_resize_size(image_size: int) -> int:
+    """torchvision's convention: resize the shorter side to size / 0.875 (224 -> 256)."""
+    return round(image_size / 0.875)
+
+
+def read_metadata(model_dir: str | Path) -> ModelMetadata:
+    path = Path(model_dir) / METADATA_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found: is {model_dir} a dogbreed model directory?")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from None
+    meta = ModelMetadata.from_dict(data)
+    if meta.format_version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: format_version {meta.format_version} is newer than this code "
+            f"understands ({FORMAT_VERSION})"
+        )
+    return meta
+
+
+def read_classes(model_dir: str | Path, num_classes: int | None = None) -> list[str]:
+    path = Path(model_dir) / CLASSES_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found")
+    try:
+        classes = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ArtifactError(f"{path} must be a JSON list of class names")
+    if num_classes is not None and len(classes) != num_classes:
+        raise ArtifactError(f"{path} has {len(classes)} classes, metadata says {num_classes}")
+    return classes

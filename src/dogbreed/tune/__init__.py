@@ -1,0 +1,1 @@
+"""dogbreed.tune"""
