@@ -15,10 +15,10 @@ REPO = Path(__file__).resolve().parent.parent
 # Small enough for 2 CPU cores, large enough that the model clearly learns.
 SAMPLE_CLASSES = 5
 SAMPLE_PER_CLASS = 24
-TINY_TRAIN_FLAGS = [
-    "--backbone", "resnet18", "--image-size", "64", "--epochs", "4",
-    "--batch-size", "16", "--learning-rate", "0.003", "--workers", "0", "--seed", "0",
-]
+TINY_TRAIN_FLAGS = (
+    "--backbone resnet18 --image-size 64 --epochs 4 --batch-size 16 --learning-rate 0.003 "
+    "--workers 0 --seed 0"
+).split()
 
 
 @pytest.fixture(scope="session")
@@ -37,9 +37,19 @@ def trained_model_dir(sample_data: Path, tmp_path_factory: pytest.TempPathFactor
     work = tmp_path_factory.mktemp("trained")
     model_dir = work / "model"
     cmd = [
-        sys.executable, "-m", "dogbreed", "train", "--data", str(sample_data),
-        "--model-dir", str(model_dir), "--output-dir", str(work / "output"),
-        "--checkpoint-dir", str(work / "checkpoints"), *TINY_TRAIN_FLAGS,
+        sys.executable,
+        "-m",
+        "dogbreed",
+        "train",
+        "--data",
+        str(sample_data),
+        "--model-dir",
+        str(model_dir),
+        "--output-dir",
+        str(work / "output"),
+        "--checkpoint-dir",
+        str(work / "checkpoints"),
+        *TINY_TRAIN_FLAGS,
     ]
     subprocess.run(cmd, check=True, timeout=900)
     return model_dir

@@ -160,13 +160,26 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             help_text += f"; one of {', '.join(f.metadata['choices'])}"
         if _field_type(f.name) is bool:
             # `--pretrained`, `--pretrained true`, `--no-pretrained` all work.
-            group.add_argument(*flags, dest=f.name, nargs="?", const="true", default=None,
-                               metavar="BOOL", help=help_text)
-            group.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name,
-                               action="store_const", const="false", help=argparse.SUPPRESS)
+            group.add_argument(
+                *flags,
+                dest=f.name,
+                nargs="?",
+                const="true",
+                default=None,
+                metavar="BOOL",
+                help=help_text,
+            )
+            group.add_argument(
+                f"--no-{f.name.replace('_', '-')}",
+                dest=f.name,
+                action="store_const",
+                const="false",
+                help=argparse.SUPPRESS,
+            )
         else:
-            group.add_argument(*flags, dest=f.name, default=None, metavar=f.name.upper(),
-                               help=help_text)
+            group.add_argument(
+                *flags, dest=f.name, default=None, metavar=f.name.upper(), help=help_text
+            )
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
