@@ -1,0 +1,107 @@
+"""dogbreed.aws.clients: dry run, error translation, against moto's HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import pytest
+from botocore.stub import Stubber
+
+from dogbreed.aws.clients import Aws, AwsError, aws_command, translate
+
+
+def test_dry_run_prints_calls_and_sends_nothing(aws_env: None) -> None:
+    # No server at all: a request would fail with a connection error.
+    out = io.StringIO()
+    aws = Aws(region="eu-west-1", dry_run=True, out=out)
+    sm = aws.client("sagemaker")
+    assert sm.describe_endpoint(EndpointName="dogs") == {}
+    runtime = aws.client("sagemaker-runtime")
+    runtime.invoke_endpoint(EndpointName="dogs", Body=b"\xff\xd8", ContentType="image/jpeg")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0] == {
+        "service": "sagemaker",
+        "operation": "DescribeEndpoint",
+        "params": {"EndpointName": "dogs"},
+    }
+    assert lines[1]["params"]["Body"] == "<2 bytes>"
+    assert sm.meta.region_name == "eu-west-1"
+
+
+def test_dry_run_still_validates_parameters(aws_env: None) -> None:
+    sm = Aws(region="us-east-1", dry_run=True, out=io.StringIO()).client("sagemaker")
+    with pytest.raises(Exception) as info:
+        sm.describe_endpoint(Endpoint="dogs")
+    message = str(translate(info.value))
+    assert message.startswith("invalid request:")
+    assert "EndpointName" in message
+
+
+def test_missing_resource_against_moto(moto_server: str) -> None:
+    sm = Aws().client("sagemaker")
+    with pytest.raises(Exception) as info:
+        sm.describe_endpoint(EndpointName="no-such-endpoint")
+    message = str(translate(info.value))
+    assert "DescribeEndpoint failed (ValidationException)" in message
+    assert "not found; check the name and the region" in message
+
+
+def test_access_denied_is_explained(aws_env: None) -> None:
+    # moto does not enforce IAM by default, so the AccessDenied answer is stubbed.
+    sm = Aws(region="us-east-1").client("sagemaker")
+    with Stubber(sm) as stub:
+        stub.add_client_error(
+            "create_endpoint",
+            service_error_code="AccessDeniedException",
+            service_message="User: arn:aws:iam::1:user/x is not authorized to perform: "
+            "sagemaker:CreateEndpoint",
+            http_status_code=400,
+        )
+        with pytest.raises(Exception) as info:
+            sm.create_endpoint(EndpointName="e", EndpointConfigName="c")
+    message = str(translate(info.value))
+    assert message.startswith("CreateEndpoint failed (AccessDeniedException)")
+    assert "permission denied" in message
+
+
+def test_quota_error_is_explained(aws_env: None) -> None:
+    # A quota error cannot be provoked from moto; the answer is stubbed.
+    sm = Aws(region="us-east-1").client("sagemaker")
+    with Stubber(sm) as stub:
+        stub.add_client_error(
+            "create_training_job",
+            service_error_code="ResourceLimitExceeded",
+            service_message="The account-level service limit 'ml.p3.2xlarge for spot training "
+            "job usage' is 0 Instances",
+        )
+        with pytest.raises(Exception) as info:
+            sm.create_training_job(
+                TrainingJobName="j",
+                AlgorithmSpecification={"TrainingInputMode": "File", "TrainingImage": "i"},
+                RoleArn="arn:aws:iam::123456789012:role/r",
+                OutputDataConfig={"S3OutputPath": "s3://b/o"},
+                ResourceConfig={"InstanceType": "ml.p3.2xlarge", "InstanceCount": 1},
+                StoppingCondition={"MaxRuntimeInSeconds": 60},
+            )
+    assert "Service Quotas" in str(translate(info.value))
+
+
+def test_missing_region_and_profile(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    with pytest.raises(AwsError, match="pass --region"):
+        Aws().client("sagemaker")
+    with pytest.raises(AwsError, match="--profile"):
+        Aws(profile="nobody").client("sagemaker")
+
+
+def test_aws_command_prints_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    @aws_command
+    def failing(args: argparse.Namespace) -> int:
+        raise AwsError("something clear")
+
+    assert failing(argparse.Namespace()) == 1
+    assert capsys.readouterr().err == "error: something clear\n"
