@@ -99,3 +99,48 @@ def read_classes(model_dir: str | Path, num_classes: int | None = None) -> list[
     if num_classes is not None and len(classes) != num_classes:
         raise ArtifactError(f"{path} has {len(classes)} classes, metadata says {num_classes}")
     return classes
+
+
+def save_model_dir(
+    model_dir: str | Path,
+    model: Any,
+    classes: list[str],
+    metadata: ModelMetadata,
+) -> Path:
+    """Write the model directory (training side): weights, ONNX, TorchScript, classes, metadata.
+
+    `model` is an `nn.Module`; it is copied to CPU float32 in eval mode for the exports, so the
+    caller's model (maybe on a GPU, channels_last) is left as it was. torch is imported here
+    only: serving reads this module without torch.
+    """
+    import copy
+    import warnings
+
+    import torch
+
+    if len(classes) != metadata.num_classes:
+        raise ArtifactError(f"{len(classes)} class names for {metadata.num_classes} outputs")
+    out = Path(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    net = copy.deepcopy(model).to("cpu", torch.float32, memory_format=torch.contiguous_format)
+    net.eval()
+    torch.save(net.state_dict(), out / WEIGHTS_FILE)
+    example = torch.zeros(1, 3, metadata.image_size, metadata.image_size)
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch 2.14 flags jit.trace/jit.save/the legacy ONNX exporter as deprecated; they are
+        # what the serving side loads, so the warnings are noise in the training log.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net,
+            (example,),
+            str(out / ONNX_FILE),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,  # the TorchScript-based exporter: no onnxscript needed, stable here
+        )
+        torch.jit.save(torch.jit.trace(net, example), str(out / TORCHSCRIPT_FILE))
+    (out / CLASSES_FILE).write_text(json.dumps(classes, indent=1))
+    (out / METADATA_FILE).write_text(metadata.to_json())
+    return out
