@@ -1,0 +1,131 @@
+"""`dogbreed tune`: hyperparameter search with Optuna on this machine.
+
+Trainer flags (`--epochs 2 --backbone resnet18 ...`) fix those values: a fixed parameter is
+removed from the search space. Everything else in `dogbreed.tune.space.SEARCH_SPACE` is searched.
+optuna and torch are imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from dogbreed.config import ConfigError, TrainConfig, add_config_arguments, config_from_args
+from dogbreed.tune.space import DEFAULT_OBJECTIVE, OBJECTIVES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, type=Path, help="dataset root (train/ valid/)")
+    parser.add_argument(
+        "--n-trials",
+        type=int,
+        default=20,
+        help="stop when the study holds this many finished (complete or pruned) trials; "
+        "re-running continues an interrupted study (default 20)",
+    )
+    parser.add_argument(
+        "--storage",
+        help="Optuna RDB storage URL, e.g. sqlite:///study.db (default: OUTPUT_DIR/study.db)",
+    )
+    parser.add_argument("--study-name", default="dogbreed", help="study name (default dogbreed)")
+    parser.add_argument(
+        "--objective",
+        choices=sorted(OBJECTIVES),
+        default=DEFAULT_OBJECTIVE,
+        help="validation metric: valid_loss (minimised, default) or valid_acc (maximised)",
+    )
+    parser.add_argument(
+        "--pruner",
+        choices=("median", "hyperband", "none"),
+        default="median",
+        help="stops hopeless trials from their per-epoch validation metric (default median)",
+    )
+    parser.add_argument(
+        "--pruner-startup-trials",
+        type=int,
+        default=3,
+        help="median pruner: finished trials needed before any pruning (default 3)",
+    )
+    parser.add_argument(
+        "--pruner-warmup-epochs",
+        type=int,
+        default=0,
+        help="median pruner: never prune at or before this epoch (default 0)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, help="stop starting new trials after this many seconds"
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("tuning"),
+        help="trial directories, best_hyperparameters.json and plots (default ./tuning)",
+    )
+    add_config_arguments(parser)
+
+
+def _fixed_names(args: argparse.Namespace) -> frozenset[str]:
+    return frozenset(f.name for f in fields(TrainConfig) if getattr(args, f.name, None) is not None)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.n_trials < 1:
+        print("error: --n-trials must be at least 1", file=sys.stderr)
+        return 2
+    for split in ("train", "valid"):
+        if not (args.data / split).is_dir():
+            print(
+                f"error: {args.data / split} not found: --data needs train/ and valid/",
+                file=sys.stderr,
+            )
+            return 2
+    try:
+        base = config_from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from dogbreed.tune import local
+
+    output_dir = args.output_dir.resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    settings = local.StudySettings(
+        storage=args.storage or f"sqlite:///{output_dir / 'study.db'}",
+        study_name=args.study_name,
+        objective=args.objective,
+        pruner=args.pruner,
+        pruner_startup_trials=args.pruner_startup_trials,
+        pruner_warmup_epochs=args.pruner_warmup_epochs,
+        fixed=_fixed_names(args),
+    )
+    status = 0
+    try:
+        study = local.run_study(
+            args.data.resolve(), output_dir, base, settings, args.n_trials, args.timeout
+        )
+    except local.TuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        # The finished trials are stored; report them, and the next run continues.
+        print("interrupted: re-run the same command to continue the study", file=sys.stderr)
+        study = local.open_study(settings, base)
+        status = 130
+
+    print(local.summary_table(study, settings.fixed))
+    for path in local.save_plots(study, output_dir):
+        print(f"plot: {path}")
+    best_file = local.write_best(study, output_dir / local.BEST_FILE)
+    if best_file is None:
+        print("no trial completed: nothing to recommend", file=sys.stderr)
+        return status or 1
+    best = local.best_trial(study)
+    print(
+        f"best: trial {best.number} {settings.objective}={best.value:.4f} "
+        f"model in {best.user_attrs['dir']}\n"
+        f"best hyperparameters: {best_file}\n"
+        f"train with them: dogbreed train --hyperparameters {best_file} --data {args.data}"
+    )
+    return status
