@@ -1,0 +1,348 @@
+"""Unit tests of the multi-host launcher: topology, DNS wait, command line, signal forwarding."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from dogbreed.train import launch
+from dogbreed.train.launch import LaunchError, LaunchOptions, LaunchPlan
+
+
+@dataclass
+class Env:
+    """The TrainingEnv fields the launcher reads (duck-typed: only these four)."""
+
+    hosts: list[str] = field(default_factory=lambda: ["algo-1"])
+    current_host: str = "algo-1"
+    num_gpus: int = 0
+    network_interface: str | None = "eth0"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    launch.add_launch_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_sagemaker_hosts_give_rank_from_sorted_index_and_first_host_as_master() -> None:
+    env = Env(hosts=["algo-3", "algo-1", "algo-2"], current_host="algo-2")
+    plan = launch.plan_launch(env, LaunchOptions())
+    assert plan == LaunchPlan(
+        nnodes=3,
+        node_rank=1,
+        nproc_per_node=1,  # CPU: one process per host
+        master_addr="algo-1",
+        master_port=7777,
+        network_interface="eth0",
+        wait_for=("algo-1", "algo-2", "algo-3"),
+    )
+    assert plan.world_size == 3
+
+
+def test_one_process_per_gpu() -> None:
+    plan = launch.plan_launch(Env(hosts=["algo-1", "algo-2"], num_gpus=8), LaunchOptions())
+    assert (plan.nproc_per_node, plan.world_size) == (8, 16)
+
+
+def test_current_host_missing_from_hosts_is_a_clear_error() -> None:
+    with pytest.raises(LaunchError, match=r"current host 'algo-9' is not in the host list"):
+        launch.plan_launch(Env(hosts=["algo-1", "algo-2"], current_host="algo-9"), LaunchOptions())
+
+
+def test_single_host_single_device_trains_in_process() -> None:
+    assert launch.maybe_launch(Env(), ["train"], parse([]), environ={}) is None
+    assert launch.maybe_launch(Env(num_gpus=1), ["train"], parse([]), environ={}) is None
+
+
+def test_a_torchrun_worker_never_launches_again() -> None:
+    env = Env(hosts=["algo-1", "algo-2"])
+    worker_env = {"LOCAL_RANK": "0", "RANK": "1", "WORLD_SIZE": "2"}
+    assert launch.maybe_launch(env, ["train"], parse([]), environ=worker_env) is None
+    assert launch.is_worker({"TORCHELASTIC_RUN_ID": "x"})
+    assert not launch.is_worker({"RANK": "0"})  # RANK alone is too common a name to trust
+
+
+def test_ec2_flags_override_resourceconfig() -> None:
+    args = parse("--nodes 2 --node-rank 1 --master-addr 10.0.0.1 --master-port 29400".split())
+    plan = launch.plan_launch(Env(num_gpus=4), LaunchOptions.from_args(args, {}))
+    assert (plan.nnodes, plan.node_rank, plan.nproc_per_node) == (2, 1, 4)
+    assert (plan.master_addr, plan.master_port, plan.wait_for) == ("10.0.0.1", 29400, ("10.0.0.1",))
+
+
+def test_environment_variables_and_flag_precedence() -> None:
+    environ = {
+        "DOGBREED_NODES": "2",
+        "DOGBREED_NODE_RANK": "0",
+        "DOGBREED_MASTER_ADDR": "10.0.0.1",
+        "DOGBREED_MASTER_PORT": "1234",
+        "DOGBREED_NETWORK_INTERFACE": "ens5",
+        "DOGBREED_DNS_TIMEOUT": "2.5",
+    }
+    options = LaunchOptions.from_args(parse(["--node-rank", "1"]), environ)
+    assert options == LaunchOptions(
+        nodes=2,
+        node_rank=1,
+        master_addr="10.0.0.1",
+        master_port=1234,
+        network_interface="ens5",
+        dns_timeout=2.5,
+    )
+    assert launch.plan_launch(Env(network_interface=None), options).network_interface == "ens5"
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "message"),
+    [
+        ("--nodes 2 --node-rank 2 --master-addr h".split(), {}, r"--node-rank must be in 0\.\.1"),
+        ("--nodes 0".split(), {}, r"--nodes must be >= 1"),
+        ("--nodes 2 --node-rank 1".split(), {}, r"needs --master-addr"),
+        ([], {"DOGBREED_NODES": "two"}, r"--nodes / DOGBREED_NODES must be a number, got 'two'"),
+        ("--master-port 70000".split(), {}, r"master port must be in 1\.\.65535"),
+    ],
+)
+def test_bad_topology_is_a_clear_error(
+    argv: list[str], environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(LaunchError, match=message):
+        launch.plan_launch(Env(), LaunchOptions.from_args(parse(argv), environ))
+
+
+def test_host_address_overrides_parse_and_reject_garbage() -> None:
+    assert launch.parse_host_addresses("algo-1=127.0.0.1, algo-2=127.0.0.2") == {
+        "algo-1": "127.0.0.1",
+        "algo-2": "127.0.0.2",
+    }
+    assert launch.parse_host_addresses(None) == {}
+    with pytest.raises(LaunchError, match="expected name=address"):
+        launch.parse_host_addresses("algo-1")
+
+
+def test_dns_wait_resolves_real_names_and_overrides() -> None:
+    found = launch.wait_for_hosts(["localhost", "algo-2"], 5, {"algo-2": "127.0.0.2"})
+    assert found["algo-2"] == "127.0.0.2"
+    assert found["localhost"] in ("127.0.0.1", "::1")
+
+
+def test_dns_wait_retries_until_a_late_name_appears() -> None:
+    calls: list[str] = []
+
+    def resolve(name: str) -> str:  # DNS that answers on the third try, as on SageMaker
+        calls.append(name)
+        if len(calls) < 3:
+            raise OSError("Name or service not known")
+        return "10.0.0.2"
+
+    assert launch.wait_for_hosts(["algo-2"], 5, interval=0.01, resolve=resolve) == {
+        "algo-2": "10.0.0.2"
+    }
+    assert len(calls) == 3
+
+
+def test_dns_wait_gives_up_with_a_clear_error() -> None:
+    start = time.monotonic()
+    with pytest.raises(LaunchError, match=r"host\(s\) algo-7\.invalid did not resolve within 1 s"):
+        launch.wait_for_hosts(["localhost", "algo-7.invalid"], 1, interval=0.2)
+    assert time.monotonic() - start < 10
+
+
+def test_torchrun_command_and_socket_interface() -> None:
+    plan = LaunchPlan(2, 1, 1, "algo-1", 7777, "lo", ("algo-1", "algo-2"))
+    cmd = launch.torchrun_command(plan, ["train", "--epochs", "2"])
+    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert cmd[3:] == [
+        "--nnodes=2",
+        "--node-rank=1",
+        "--nproc-per-node=1",
+        "--master-addr=algo-1",
+        "--master-port=7777",
+        "--max-restarts=0",
+        "--module",
+        "dogbreed",
+        "train",
+        "--epochs",
+        "2",
+    ]
+    env = launch.child_environment(plan, {"PATH": "/bin", "NCCL_SOCKET_IFNAME": "ib0"})
+    assert env["GLOO_SOCKET_IFNAME"] == "lo"
+    assert env["NCCL_SOCKET_IFNAME"] == "ib0"  # an explicit user setting wins
+    assert env["PATH"] == "/bin"
+
+
+LAUNCHER = textwrap.dedent(
+    """
+    import sys
+    from dogbreed.train.launch import run_child
+    child = [sys.executable, "-c", sys.argv[1], sys.argv[2]]
+    sys.exit(run_child(child, {"PATH": "/usr/bin:/bin"}))
+    """
+)
+# A stand-in for torchrun: records the signal it got, then exits with a distinctive code.
+CHILD = textwrap.dedent(
+    """
+    import signal, sys, time, pathlib
+    marker = pathlib.Path(sys.argv[1])
+    def stop(signum, frame):
+        marker.write_text(signal.Signals(signum).name)
+        sys.exit(7)
+    signal.signal(signal.SIGTERM, stop)
+    marker.with_suffix(".ready").write_text("")
+    time.sleep(60)
+    sys.exit(3)
+    """
+)
+
+
+def test_sigterm_is_forwarded_to_the_child_and_its_exit_code_returned(tmp_path: Path) -> None:
+    marker = tmp_path / "got"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, CHILD, str(marker)], env={**os.environ, "PYTHONPATH": ""}
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.with_suffix(".ready").exists():
+            assert time.monotonic() < deadline, "child never started"
+            assert proc.poll() is None, "launcher died"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 7
+        assert marker.read_text() == "SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_child_killed_by_a_signal_reports_128_plus_n() -> None:
+    code = launch.run_child(
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+        os.environ,
+    )
+    assert code == 128 + signal.SIGKILL
+
+
+# --- two launchers on this machine, one per "host", running a stand-in worker under torchrun ---
+
+FAKE_HOST = textwrap.dedent(
+    """
+    import sys
+    from dataclasses import dataclass
+    from dogbreed.train.launch import maybe_launch
+
+    @dataclass
+    class Env:
+        hosts: list
+        current_host: str
+        num_gpus: int = 0
+        network_interface: str = "lo"
+
+    env = Env(hosts=["algo-1", "algo-2"], current_host=sys.argv[1])
+    sys.exit(maybe_launch(env, sys.argv[2:], module="fakeworker"))
+    """
+)
+# What a training worker does with the process group: a rank line, one all-reduce, then
+# steps that communicate (so that a dead peer is noticed, as in DDP's backward).
+FAKE_WORKER = textwrap.dedent(
+    """
+    import sys, time
+    from datetime import timedelta
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+    rank, world = dist.get_rank(), dist.get_world_size()
+    print(f"world_size={world} rank={rank}", flush=True)
+    total = torch.tensor([rank + 1.0])
+    dist.all_reduce(total)
+    print(f"rank={rank} sum={total.item():g}", flush=True)
+    mode = sys.argv[1]
+    if mode == "fail" and rank == 1:
+        raise SystemExit("rank 1 fails on purpose")
+    if mode in ("fail", "hang"):
+        for _ in range(600):
+            dist.all_reduce(torch.ones(1))
+            time.sleep(0.1)
+    dist.destroy_process_group()
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_hosts(tmp_path: Path, mode: str) -> list[subprocess.Popen[str]]:
+    (tmp_path / "fakeworker.py").write_text(FAKE_WORKER)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path),
+        "DOGBREED_HOST_ADDRESSES": "algo-1=127.0.0.1,algo-2=127.0.0.1",
+        "DOGBREED_MASTER_PORT": str(free_port()),
+        "DOGBREED_DNS_TIMEOUT": "5",
+    }
+    for marker in launch.WORKER_MARKERS:
+        env.pop(marker, None)
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", FAKE_HOST, host, mode],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for host in ("algo-1", "algo-2")
+    ]
+
+
+def finish(procs: list[subprocess.Popen[str]], timeout: float = 180) -> list[tuple[int, str]]:
+    results = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=timeout)
+            results.append((proc.returncode, out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return results
+
+
+def test_two_hosts_form_one_job(tmp_path: Path) -> None:
+    (code1, out1), (code2, out2) = finish(start_hosts(tmp_path, "ok"))
+    assert (code1, code2) == (0, 0), out1 + out2
+    assert "world_size=2 rank=0" in out1 and "world_size=2 rank=1" in out2
+    assert "rank=0 sum=3" in out1 and "rank=1 sum=3" in out2  # one group, not two jobs
+
+
+def test_a_failing_rank_stops_the_other_host(tmp_path: Path) -> None:
+    start = time.monotonic()
+    (code1, out1), (code2, out2) = finish(start_hosts(tmp_path, "fail"))
+    assert code2 != 0 and "rank 1 fails on purpose" in out2
+    assert code1 != 0, out1  # rank 0 noticed its peer is gone instead of training on alone
+    assert time.monotonic() - start < 150
+
+
+def test_sigterm_on_one_host_stops_the_whole_job(tmp_path: Path) -> None:
+    procs = start_hosts(tmp_path, "hang")
+    assert procs[1].stdout is not None
+    deadline = time.monotonic() + 120
+    for line in procs[1].stdout:  # wait until the job is really running
+        if "rank=1 sum=3" in line or time.monotonic() > deadline:
+            break
+    procs[1].send_signal(signal.SIGTERM)  # what `docker stop` does to algo-2
+    (code1, out1), (code2, _) = finish(procs, timeout=120)
+    assert code2 != 0
+    assert code1 != 0, out1
