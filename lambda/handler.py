@@ -1,0 +1,383 @@
+"""Lambda client for the dog-breed endpoint: image in, the endpoint's top-k JSON out.
+
+Needs nothing but the Lambda Python runtime (stdlib + boto3/botocore); it must not import
+`dogbreed`. Accepted events:
+
+- direct invocation: `{"image_base64": "<base64>", "top_k": 3}` (`image` is an alias);
+- API Gateway REST (v1) and HTTP (v2) proxy events, Lambda Function URL events and ALB events:
+  a JSON body like the above, or the raw image bytes (`image/*`, `application/octet-stream`,
+  `application/x-image`), base64 when `isBase64Encoded`; `top_k` may also be a query parameter.
+
+Every answer, direct invocation included, has the proxy-integration shape
+`{"statusCode", "headers", "body"}` with a JSON body: top-k on success,
+`{"error": <code>, "message": <text>}` otherwise. Nothing from the context, the environment or
+the endpoint's internals (account id, ARNs, log streams, stack traces) reaches the caller.
+
+Environment: ENDPOINT_NAME (required), CORS_ALLOW_ORIGIN (comma-separated origins, unset: no
+CORS headers), ENDPOINT_CONNECT_TIMEOUT (s, 3), ENDPOINT_READ_TIMEOUT (s, 65),
+ENDPOINT_MAX_ATTEMPTS (3), MAX_TOP_K (20).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+)
+
+# SageMaker real-time endpoints and synchronous Lambda invocations both cap payloads at 6 MB.
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+MAX_MESSAGE_CHARS = 500
+IMAGE_TYPES = ("image/", "application/octet-stream", "application/x-image")
+JSON_TYPES = ("application/json", "text/json")
+THROTTLING_CODES = frozenset(
+    ("ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded")
+)
+UNAVAILABLE_CODES = frozenset(("ServiceUnavailable", "ModelNotReadyException"))
+
+_client: Any = None  # one sagemaker-runtime client per container, created on first use
+
+
+class HttpError(Exception):
+    """An answer other than 200: status, a stable error code and a message safe to show."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def get_client() -> Any:
+    """The container's client: keep-alive connections are reused across invocations."""
+    global _client
+    if _client is None:
+        config = Config(
+            connect_timeout=_env_float("ENDPOINT_CONNECT_TIMEOUT", 3.0),
+            # The endpoint has 60 s to answer /invocations: read a little longer than that.
+            read_timeout=_env_float("ENDPOINT_READ_TIMEOUT", 65.0),
+            retries={
+                "mode": "standard",
+                "total_max_attempts": int(_env_float("ENDPOINT_MAX_ATTEMPTS", 3)),
+            },
+        )
+        _client = boto3.client("sagemaker-runtime", config=config)
+    return _client
+
+
+def log(level: str, message: str, **fields: Any) -> None:
+    """One JSON object per line on stdout: CloudWatch Logs Insights parses the fields."""
+    record = {"level": level, "message": message, **fields}
+    sys.stdout.write(json.dumps(record, default=str) + "\n")
+    sys.stdout.flush()
+
+
+# --- the request -------------------------------------------------------------------------------
+
+
+def _headers(event: dict[str, Any]) -> dict[str, str]:
+    """Lower-cased header names; v1 may carry only `multiValueHeaders`."""
+    merged: dict[str, str] = {}
+    for name, values in (event.get("multiValueHeaders") or {}).items():
+        if isinstance(values, list) and values:
+            merged[str(name).lower()] = str(values[-1])
+    for name, value in (event.get("headers") or {}).items():
+        if value is not None:
+            merged[str(name).lower()] = str(value)
+    return merged
+
+
+def _method(event: dict[str, Any]) -> str:
+    context = event.get("requestContext") or {}
+    http = context.get("http") or {}
+    method = event.get("httpMethod") or http.get("method") or context.get("httpMethod") or ""
+    return str(method).upper()
+
+
+def is_http_event(event: dict[str, Any]) -> bool:
+    """Proxy events (API Gateway v1/v2, Function URL, ALB) versus a direct invocation."""
+    if any(key in event for key in ("httpMethod", "requestContext", "routeKey", "rawPath")):
+        return True
+    return "body" in event and "image_base64" not in event and "image" not in event
+
+
+def _query_top_k(event: dict[str, Any]) -> Any:
+    params = event.get("queryStringParameters") or {}
+    if "top_k" in params:
+        return params["top_k"]
+    values = (event.get("multiValueQueryStringParameters") or {}).get("top_k")
+    return values[-1] if values else None
+
+
+def _raw_body(event: dict[str, Any]) -> bytes:
+    body = event.get("body")
+    if body is None or body == "":
+        raise HttpError(400, "missing_input", "the request has no body: send an image")
+    if not isinstance(body, str):
+        raise HttpError(400, "bad_input", "the body must be a string")
+    # Check before decoding: a huge body should not be decoded at all.
+    if len(body) > MAX_PAYLOAD_BYTES * 4 // 3 + 4:
+        raise HttpError(413, "payload_too_large", _too_large_message())
+    if event.get("isBase64Encoded"):
+        data = _b64decode(body, "body")
+    else:
+        data = body.encode("utf-8", errors="replace")
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise HttpError(413, "payload_too_large", _too_large_message())
+    return data
+
+
+def _too_large_message() -> str:
+    return f"the image must be at most {MAX_PAYLOAD_BYTES} bytes"
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    if text.startswith("data:") and "," in text[:100]:
+        text = text.split(",", 1)[1]  # a data URL: data:image/jpeg;base64,....
+    if len(text) > MAX_PAYLOAD_BYTES * 4 // 3 + 4:
+        raise HttpError(413, "payload_too_large", _too_large_message())
+    # Be liberal: MIME line breaks, the URL-safe alphabet and missing padding are all common.
+    text = "".join(text.split()).replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise HttpError(400, "bad_input", f"{what} is not valid base64") from None
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise HttpError(413, "payload_too_large", _too_large_message())
+    return data
+
+
+def _from_json(document: Any) -> tuple[bytes, Any]:
+    """(image bytes, top_k or None) from `{"image_base64"|"image": ..., "top_k": ...}`."""
+    if not isinstance(document, dict):
+        raise HttpError(400, "bad_input", 'expected a JSON object {"image_base64": ...}')
+    encoded = document.get("image_base64", document.get("image"))
+    if encoded is None or encoded == "":
+        raise HttpError(400, "missing_input", 'the JSON has no "image_base64" field')
+    if not isinstance(encoded, str):
+        raise HttpError(400, "bad_input", '"image_base64" must be a base64 string')
+    image = _b64decode(encoded.strip(), '"image_base64"')
+    if not image:
+        raise HttpError(400, "missing_input", "the image is empty")
+    return image, document.get("top_k")
+
+
+def _parse_top_k(raw: Any) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        raise HttpError(400, "bad_input", "top_k must be an integer")
+    try:
+        value = int(raw) if not isinstance(raw, float) or raw.is_integer() else None
+    except (TypeError, ValueError):
+        value = None
+    limit = int(_env_float("MAX_TOP_K", 20))
+    if value is None or not 1 <= value <= limit:
+        raise HttpError(400, "bad_input", f"top_k must be an integer from 1 to {limit}")
+    return value
+
+
+def parse_request(event: Any) -> tuple[bytes, int | None]:
+    """(image bytes, top_k) from any accepted event shape, or an HttpError."""
+    if not isinstance(event, dict):
+        raise HttpError(400, "bad_input", "the event must be a JSON object")
+    if not is_http_event(event):
+        image, top_k = _from_json(event)
+        return image, _parse_top_k(top_k)
+    body = _raw_body(event)
+    content_type = _headers(event).get("content-type", "").split(";")[0].strip().lower()
+    looks_json = body.lstrip()[:1] == b"{"
+    if (
+        content_type in JSON_TYPES
+        or content_type.endswith("+json")
+        or (not content_type.startswith(IMAGE_TYPES) and looks_json)
+    ):
+        try:
+            document = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise HttpError(400, "bad_input", "the body is not valid JSON") from None
+        image, top_k = _from_json(document)
+    elif not content_type or content_type.startswith(IMAGE_TYPES):
+        image, top_k = body, None
+    else:
+        raise HttpError(
+            400,
+            "unsupported_media_type",
+            f"Content-Type {content_type!r} is not accepted: send image/jpeg, image/png, "
+            "application/octet-stream or application/json",
+        )
+    query_top_k = _query_top_k(event)
+    return image, _parse_top_k(top_k if top_k is not None else query_top_k)
+
+
+# --- the endpoint call -------------------------------------------------------------------------
+
+
+def _endpoint_message(original: Any) -> str:
+    """The container's own message: its JSON `message` if it sent one, else the text, short."""
+    text = str(original or "").strip()
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and document.get("message"):
+        text = str(document["message"])
+    return text[:MAX_MESSAGE_CHARS] or "the model could not process the request"
+
+
+def _map_client_error(exc: ClientError) -> HttpError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    if code == "ModelError":
+        # The container answered 4xx/5xx. Its OriginalMessage is ours (the serving stack's JSON);
+        # `Message` is not: it names the account and the log stream, so it never leaves.
+        original_status = int(exc.response.get("OriginalStatusCode") or 0)
+        message = _endpoint_message(exc.response.get("OriginalMessage"))
+        if original_status == 413:
+            return HttpError(413, "payload_too_large", message)
+        if 400 <= original_status < 500:
+            return HttpError(400, "bad_input", message)  # the caller's image was refused
+        return HttpError(502, "model_error", message)
+    if code in THROTTLING_CODES:
+        return HttpError(429, "throttled", "too many requests: retry later")
+    if code in UNAVAILABLE_CODES:
+        return HttpError(503, "endpoint_unavailable", "the model is not available: retry later")
+    return HttpError(500, "internal_error", "internal error")
+
+
+def invoke(image: bytes, top_k: int | None) -> str:
+    """The endpoint's JSON text; raises HttpError for every failure."""
+    endpoint = os.environ.get("ENDPOINT_NAME", "").strip()
+    if not endpoint:
+        log("ERROR", "ENDPOINT_NAME is not set")
+        raise HttpError(500, "internal_error", "internal error")
+    params: dict[str, Any] = {
+        "EndpointName": endpoint,
+        "Body": image,
+        # The serving stack decodes the bytes itself, whatever the format.
+        "ContentType": "application/x-image",
+        "Accept": "application/json",
+    }
+    if top_k is not None:
+        params["CustomAttributes"] = f"top_k={top_k}"
+    try:
+        response = get_client().invoke_endpoint(**params)
+        body = response["Body"].read()
+    except ClientError as exc:
+        mapped = _map_client_error(exc)
+        log(
+            "ERROR" if mapped.status >= 500 else "WARNING",
+            "endpoint call failed",
+            aws_error=exc.response.get("Error", {}).get("Code"),
+            original_status=exc.response.get("OriginalStatusCode"),
+            status=mapped.status,
+        )
+        raise mapped from None
+    except (ReadTimeoutError, ConnectTimeoutError) as exc:
+        log("ERROR", "endpoint call timed out", error=type(exc).__name__)
+        raise HttpError(504, "timeout", "the model did not answer in time") from None
+    except BotoCoreError as exc:
+        log("ERROR", "endpoint call failed", error=type(exc).__name__, detail=str(exc))
+        raise HttpError(500, "internal_error", "internal error") from None
+    try:
+        text = body.decode("utf-8")
+        json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        log("ERROR", "endpoint answered something that is not JSON", bytes=len(body))
+        raise HttpError(502, "model_error", "the model answered an unreadable result") from None
+    return text
+
+
+# --- the response ------------------------------------------------------------------------------
+
+
+def cors_headers(event: Any) -> dict[str, str]:
+    """CORS headers for an allowed Origin only; `*` only when configured explicitly."""
+    allowed = [o.strip() for o in os.environ.get("CORS_ALLOW_ORIGIN", "").split(",") if o.strip()]
+    if not allowed:
+        return {}
+    origin = _headers(event).get("origin", "") if isinstance(event, dict) else ""
+    if "*" in allowed:
+        allow = "*"
+    elif origin in allowed:
+        allow = origin
+    else:
+        return {"Vary": "Origin"}
+    return {
+        "Access-Control-Allow-Origin": allow,
+        "Access-Control-Allow-Methods": "POST, OPTIONS",
+        "Access-Control-Allow-Headers": (
+            "Content-Type, Authorization, X-Amz-Date, X-Amz-Security-Token, X-Amz-Content-Sha256"
+        ),
+        "Access-Control-Max-Age": "600",
+        "Vary": "Origin",
+    }
+
+
+def response(status: int, body: str, event: Any, extra: dict[str, str] | None = None) -> dict:
+    headers = {"Content-Type": "application/json", **cors_headers(event), **(extra or {})}
+    return {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}
+
+
+def error_body(error: HttpError) -> str:
+    return json.dumps({"error": error.code, "message": error.message})
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    request_id = getattr(context, "aws_request_id", None)
+    http = isinstance(event, dict) and is_http_event(event)
+    method = _method(event) if http else "INVOKE"
+    fields: dict[str, Any] = {"request_id": request_id, "method": method}
+    try:
+        if method == "OPTIONS":
+            result = response(204, "", event)
+        elif http and method not in ("", "POST"):
+            raise HttpError(405, "method_not_allowed", "use POST with an image")
+        else:
+            image, top_k = parse_request(event)
+            fields.update(image_bytes=len(image), top_k=top_k)
+            called = time.perf_counter()
+            text = invoke(image, top_k)
+            fields["endpoint_ms"] = round((time.perf_counter() - called) * 1000, 1)
+            result = response(200, text, event)
+    except HttpError as exc:
+        fields["error"] = exc.code
+        extra = {"Allow": "POST, OPTIONS"} if exc.status == 405 else None
+        result = response(exc.status, error_body(exc), event, extra)
+    except Exception as exc:  # the last line of defence: log it, never show it
+        log(
+            "ERROR",
+            "unhandled error",
+            request_id=request_id,
+            error=type(exc).__name__,
+            trace=traceback.format_exc(),
+        )
+        result = response(
+            500, error_body(HttpError(500, "internal_error", "internal error")), event
+        )
+    fields["status"] = result["statusCode"]
+    fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    log("INFO" if result["statusCode"] < 500 else "ERROR", "request", **fields)
+    return result

@@ -1,0 +1,132 @@
+"""A local stand-in for the SageMaker runtime's `POST /endpoints/<name>/invocations`.
+
+Why it exists: the real runtime cannot run here and moto's `invoke_endpoint` answers canned
+bodies without calling any container. This small HTTP server on 127.0.0.1 forwards the request
+to a REAL model server's `/invocations` and answers the way the runtime does (botocore's
+`sagemaker-runtime` service model, rest-json protocol):
+
+- container 2xx  -> 200 with the container's body and Content-Type;
+- container 4xx/5xx -> 424 `ModelError` with `OriginalStatusCode`, `OriginalMessage`,
+  `LogStreamArn` and a `Message` that names the account and log stream, as AWS's does (the
+  handler must not leak those);
+- unknown endpoint -> 400 `ValidationError`;
+- `mode = "throttle"` -> 400 `ThrottlingException`; `mode = "sleep"` sleeps `sleep_s` first.
+
+boto3 reaches it through `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`. Tests only.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+FORWARDED_HEADERS = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
+ROUTE = re.compile(r"^/endpoints/([^/]+)/invocations$")
+
+
+class RuntimeStandIn(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, endpoint_name: str, model_url: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.endpoint_name = endpoint_name
+        self.model = urlsplit(model_url)
+        self.mode = "forward"  # forward | throttle | sleep
+        self.sleep_s = 0.0
+        self.requests = 0
+        self.last_headers: dict[str, str] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: RuntimeStandIn
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
+        pass
+
+    def _error(self, status: int, code: str, document: dict) -> None:
+        self._send(status, json.dumps(document).encode(), "application/json", code)
+
+    def _send(self, status: int, body: bytes, content_type: str, error: str = "") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-amzn-RequestId", "0c1b2a39-0000-4000-8000-000000000000")
+        if error:
+            self.send_header("x-amzn-ErrorType", error)
+        else:
+            self.send_header("x-Amzn-Invoked-Production-Variant", "AllTraffic")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        server = self.server
+        server.requests += 1
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        server.last_headers = {k: v for k, v in self.headers.items()}
+        match = ROUTE.match(urlsplit(self.path).path)
+        name = unquote(match.group(1)) if match else ""
+        if name != server.endpoint_name:
+            message = f"Endpoint {name} of account {ACCOUNT} not found."
+            self._error(400, "ValidationError", {"message": message})
+            return
+        if server.mode == "throttle":
+            self._error(400, "ThrottlingException", {"message": "Rate exceeded"})
+            return
+        if server.mode == "sleep":
+            time.sleep(server.sleep_s)
+        conn = http.client.HTTPConnection(server.model.hostname, server.model.port, timeout=60)
+        try:
+            headers = {h: self.headers[h] for h in FORWARDED_HEADERS if self.headers.get(h)}
+            conn.request("POST", "/invocations", body=body, headers=headers)
+            answer = conn.getresponse()
+            payload = answer.read()
+        finally:
+            conn.close()
+        if answer.status < 400:
+            self._send(200, payload, answer.getheader("Content-Type") or "application/json")
+            return
+        kind = "client" if answer.status < 500 else "server"
+        log_group = f"/aws/sagemaker/Endpoints/{name}"
+        self._error(
+            424,
+            "ModelError",
+            {
+                "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
+                "LogStreamArn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{log_group}",
+                "Message": (
+                    f'Received {kind} error ({answer.status}) from primary with message "'
+                    f'{payload.decode(errors="replace")}". See https://{REGION}.console.aws.'
+                    f"amazon.com/cloudwatch/home?region={REGION}#logEventViewer:group="
+                    f"{log_group} in account {ACCOUNT} for more information."
+                ),
+                "OriginalMessage": payload.decode(errors="replace"),
+                "OriginalStatusCode": answer.status,
+            },
+        )
+
+
+@contextmanager
+def running_standin(endpoint_name: str, model_url: str) -> Iterator[RuntimeStandIn]:
+    server = RuntimeStandIn(endpoint_name, model_url)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -1,0 +1,394 @@
+"""lambda/handler.py end to end: real event shapes -> handler -> boto3 -> runtime stand-in ->
+the REAL model server with the sample-trained model.
+
+Only the SageMaker runtime itself is replaced (tests/runtime_standin.py says why); the
+context object is built here because only the Lambda runtime makes real ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import importlib.util
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from PIL import Image
+from runtime_standin import ACCOUNT, RuntimeStandIn, running_standin
+from serving import running_server
+
+REPO = Path(__file__).resolve().parent.parent
+EVENTS = Path(__file__).resolve().parent / "lambda_events"
+ENDPOINT = "Dogbreed-Endpoint"
+SECRET_MARKERS = (ACCOUNT, "arn:aws", "log-group", "LogStream", "Traceback", "aws_request_id")
+
+
+def load_handler() -> ModuleType:
+    # `lambda` is a keyword: load the file the way the Lambda runtime does, by path.
+    spec = importlib.util.spec_from_file_location("lambda_handler", REPO / "lambda" / "handler.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class LambdaContext:
+    """The attributes the Lambda runtime's context object has, with values that must not leak."""
+
+    function_name = "dogbreed-client"
+    function_version = "3"
+    invoked_function_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:dogbreed-client:live"
+    memory_limit_in_mb = "512"
+    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+    log_group_name = "/aws/lambda/dogbreed-client"
+    log_stream_name = "2026/11/24/[3]abcdef0123456789"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+def jpeg_bytes(size: int = 80, color: tuple[int, int, int] = (180, 120, 60)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGBA", (70, 50), (20, 200, 90, 128)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def event(name: str, body: str | None, base64_encoded: bool, **headers: str) -> dict[str, Any]:
+    """A documented sample event with our body; `headers` replace same-named ones (any case)."""
+    data = json.loads((EVENTS / f"{name}.json").read_text())
+    data["body"] = body
+    data["isBase64Encoded"] = base64_encoded
+    for key in ("headers", "multiValueHeaders"):
+        if data.get(key) is None:
+            continue
+        for header, value in headers.items():
+            wanted = header.replace("_", "-").lower()
+            for existing in [h for h in data[key] if h.lower() == wanted]:
+                del data[key][existing]
+            data[key][header.replace("_", "-")] = [value] if key == "multiValueHeaders" else value
+    return data
+
+
+@pytest.fixture(scope="module")
+def model_url(trained_model_dir: Path) -> Iterator[str]:
+    with running_server(trained_model_dir) as url:
+        yield url
+
+
+@pytest.fixture()
+def standin(model_url: str) -> Iterator[RuntimeStandIn]:
+    with running_standin(ENDPOINT, model_url) as server:
+        yield server
+
+
+@pytest.fixture()
+def lam(aws_env: None, standin: RuntimeStandIn, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setenv("ENDPOINT_NAME", ENDPOINT)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", standin.url)
+    monkeypatch.setenv("ENDPOINT_MAX_ATTEMPTS", "2")
+    monkeypatch.delenv("CORS_ALLOW_ORIGIN", raising=False)
+    return load_handler()  # a fresh module: a fresh client built from this environment
+
+
+def call(lam: ModuleType, evt: Any) -> tuple[int, dict[str, str], Any]:
+    result = lam.handler(copy.deepcopy(evt), LambdaContext())
+    text = json.dumps(result)
+    for marker in SECRET_MARKERS:
+        assert marker not in text, f"{marker!r} leaked into {text}"
+    headers = result["headers"]
+    assert headers["Content-Type"] == "application/json"
+    body = json.loads(result["body"]) if result["body"] else None
+    if result["statusCode"] >= 400:
+        assert set(body) == {"error", "message"}, body
+    return result["statusCode"], headers, body
+
+
+def assert_top_k(body: Any, k: int) -> None:
+    """The serving stack's top-k JSON, passed through unchanged."""
+    assert isinstance(body, dict | list), body
+    text = json.dumps(body)
+    predictions = (
+        body if isinstance(body, list) else next(v for v in body.values() if isinstance(v, list))
+    )
+    assert len(predictions) == k, text
+
+
+# --- every event shape ---------------------------------------------------------------------
+
+
+def test_direct_invocation(lam: ModuleType, standin: RuntimeStandIn) -> None:
+    status, _, body = call(lam, {"image_base64": b64(jpeg_bytes()), "top_k": 2})
+    assert status == 200
+    assert_top_k(body, 2)
+    assert standin.last_headers["X-Amzn-SageMaker-Custom-Attributes"] == "top_k=2"
+
+
+def test_direct_invocation_default_top_k_and_image_alias(lam: ModuleType) -> None:
+    status, _, body = call(lam, {"image": b64(png_bytes())})
+    assert status == 200
+    assert_top_k(body, 3)  # the serving stack's default
+
+
+def test_rest_v1_json_body(lam: ModuleType) -> None:
+    body = json.dumps({"image_base64": b64(jpeg_bytes()), "top_k": 4})
+    status, _, result = call(lam, event("apigw_rest_v1", body, False))
+    assert status == 200
+    assert_top_k(result, 4)
+
+
+def test_rest_v1_binary_body_multi_value_headers_only(lam: ModuleType) -> None:
+    evt = event("apigw_rest_v1", b64(jpeg_bytes()), True, **{"Content-Type": "image/jpeg"})
+    evt["headers"] = None  # some integrations send only multiValueHeaders
+    evt["multiValueQueryStringParameters"] = {"top_k": ["1"]}
+    status, _, result = call(lam, evt)
+    assert status == 200
+    assert_top_k(result, 1)
+
+
+def test_http_v2_raw_png_with_query_top_k(lam: ModuleType) -> None:
+    evt = event("apigw_http_v2", b64(png_bytes()), True, **{"content-type": "image/png"})
+    evt["rawQueryString"] = "top_k=2"
+    evt["queryStringParameters"] = {"top_k": "2"}
+    status, _, result = call(lam, evt)
+    assert status == 200
+    assert_top_k(result, 2)
+
+
+def test_http_v2_json_not_base64(lam: ModuleType) -> None:
+    body = json.dumps({"image_base64": b64(jpeg_bytes()), "top_k": 3})
+    status, _, result = call(lam, event("apigw_http_v2", body, False))
+    assert status == 200
+    assert_top_k(result, 3)
+
+
+def test_function_url_octet_stream(lam: ModuleType) -> None:
+    status, _, result = call(lam, event("function_url", b64(jpeg_bytes()), True))
+    assert status == 200
+    assert_top_k(result, 3)
+
+
+def test_function_url_json_body_base64_encoded_mixed_case_header(lam: ModuleType) -> None:
+    body = b64(json.dumps({"image_base64": b64(jpeg_bytes()), "top_k": 2}).encode())
+    evt = event("function_url", body, True, **{"Content-Type": "application/json; charset=utf-8"})
+    status, _, result = call(lam, evt)
+    assert status == 200
+    assert_top_k(result, 2)
+
+
+def test_alb_event(lam: ModuleType) -> None:
+    status, _, result = call(lam, event("alb", b64(jpeg_bytes()), True))
+    assert status == 200
+    assert_top_k(result, 2)
+
+
+def test_no_content_type_sniffs_json_or_image(lam: ModuleType) -> None:
+    evt = event("apigw_http_v2", json.dumps({"image_base64": b64(jpeg_bytes())}), False)
+    del evt["headers"]["content-type"]
+    assert call(lam, evt)[0] == 200
+    evt = event("apigw_http_v2", b64(jpeg_bytes()), True)
+    del evt["headers"]["content-type"]
+    assert call(lam, evt)[0] == 200
+
+
+# --- client errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "evt, code",
+    [
+        ({}, "missing_input"),
+        ({"image_base64": ""}, "missing_input"),
+        ({"image_base64": "%%% not base64 %%%"}, "bad_input"),
+        ({"image_base64": 12}, "bad_input"),
+        ({"image_base64": "aGVsbG8=", "top_k": 0}, "bad_input"),
+        ({"image_base64": "aGVsbG8=", "top_k": "three"}, "bad_input"),
+        ({"image_base64": "aGVsbG8=", "top_k": 10_000}, "bad_input"),
+        ({"image_base64": "aGVsbG8=", "top_k": True}, "bad_input"),
+        ("just a string", "bad_input"),
+    ],
+)
+def test_direct_bad_input_is_400(lam: ModuleType, standin: RuntimeStandIn, evt: Any, code: str):
+    status, _, body = call(lam, evt)
+    assert (status, body["error"]) == (400, code)
+    assert standin.requests == 0  # refused before any endpoint call
+
+
+def test_http_missing_body_bad_json_bad_type(lam: ModuleType, standin: RuntimeStandIn) -> None:
+    assert call(lam, event("apigw_rest_v1", None, False))[2]["error"] == "missing_input"
+    assert call(lam, event("apigw_http_v2", "{not json", False))[0] == 400
+    assert call(lam, event("apigw_http_v2", '["a list"]', False))[0] == 400
+    evt = event("apigw_http_v2", "hello", False, **{"content-type": "text/plain"})
+    status, _, body = call(lam, evt)
+    assert (status, body["error"]) == (400, "unsupported_media_type")
+    assert standin.requests == 0
+
+
+def test_image_the_model_cannot_read_is_400_with_the_servers_message(
+    lam: ModuleType, standin: RuntimeStandIn
+) -> None:
+    evt = event("function_url", b64(b"this is not an image at all"), True)
+    status, _, body = call(lam, evt)
+    assert status == 400
+    assert body["error"] == "bad_input"
+    assert body["message"] and "Received client error" not in body["message"]
+    assert standin.requests == 1  # the container refused it: a ModelError, not retried
+
+
+def test_too_large_is_413(lam: ModuleType, standin: RuntimeStandIn) -> None:
+    big = b"\xff\xd8\xff" + bytes(6 * 1024 * 1024)
+    assert call(lam, {"image_base64": b64(big)})[0] == 413
+    assert call(lam, event("function_url", b64(big), True))[0] == 413
+    # A raw (not base64) body over the limit is refused before it is decoded.
+    huge = event("apigw_http_v2", "x" * (9 * 1024 * 1024), False)
+    assert call(lam, huge)[0] == 413
+    assert standin.requests == 0
+
+
+def test_wrong_method_is_405_and_options_is_preflight(
+    lam: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evt = event("apigw_rest_v1", None, False)
+    evt["httpMethod"] = "GET"
+    status, headers, _ = call(lam, evt)
+    assert status == 405 and "POST" in headers["Allow"]
+
+    # No CORS configured: no Access-Control headers at all (never `*` by default).
+    preflight = event("function_url", None, False)
+    preflight["requestContext"]["http"]["method"] = "OPTIONS"
+    result = lam.handler(preflight, LambdaContext())
+    assert result["statusCode"] == 204
+    assert not any(h.startswith("Access-Control") for h in result["headers"])
+
+    monkeypatch.setenv("CORS_ALLOW_ORIGIN", "https://other.example, https://app.example.com")
+    result = lam.handler(preflight, LambdaContext())
+    assert result["statusCode"] == 204
+    assert result["headers"]["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "POST" in result["headers"]["Access-Control-Allow-Methods"]
+    assert "Content-Type" in result["headers"]["Access-Control-Allow-Headers"]
+
+    # An origin not on the list gets no grant.
+    preflight["headers"]["origin"] = "https://evil.example"
+    result = lam.handler(preflight, LambdaContext())
+    assert "Access-Control-Allow-Origin" not in result["headers"]
+
+
+def test_cors_header_on_success(lam: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORS_ALLOW_ORIGIN", "https://app.example.com")
+    status, headers, _ = call(lam, event("function_url", b64(jpeg_bytes()), True))
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+
+
+# --- endpoint errors -------------------------------------------------------------------------
+
+
+def test_throttling_is_429_after_retries(lam: ModuleType, standin: RuntimeStandIn) -> None:
+    standin.mode = "throttle"
+    status, _, body = call(lam, {"image_base64": b64(jpeg_bytes())})
+    assert (status, body["error"]) == (429, "throttled")
+    assert standin.requests == 2  # ENDPOINT_MAX_ATTEMPTS
+
+
+def test_timeout_is_504(
+    lam: ModuleType, standin: RuntimeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENDPOINT_READ_TIMEOUT", "0.5")
+    monkeypatch.setenv("ENDPOINT_MAX_ATTEMPTS", "1")
+    lam._client = None  # the client reads its time-outs when it is created
+    standin.mode, standin.sleep_s = "sleep", 2.0
+    status, _, body = call(lam, {"image_base64": b64(jpeg_bytes())})
+    assert (status, body["error"]) == (504, "timeout")
+
+
+def test_unknown_endpoint_is_500_without_internals(
+    lam: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENDPOINT_NAME", "no-such-endpoint")
+    status, _, body = call(lam, {"image_base64": b64(jpeg_bytes())})
+    assert (status, body) == (500, {"error": "internal_error", "message": "internal error"})
+
+
+def test_missing_endpoint_name_is_500(lam: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENDPOINT_NAME")
+    assert call(lam, {"image_base64": b64(jpeg_bytes())})[0] == 500
+
+
+def test_model_server_error_is_502_with_its_message(
+    lam: ModuleType, standin: RuntimeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stand-in reproduces the runtime's ModelError for a container 5xx: point it at a port
+    # where the "container" answers 500 (a closed model server would be a connection error).
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Broken(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            payload = b'{"error": "model_failed", "message": "worker died"}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    broken = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    Thread(target=broken.serve_forever, daemon=True).start()
+    try:
+        standin.model = standin.model._replace(netloc=f"127.0.0.1:{broken.server_address[1]}")
+        status, _, body = call(lam, {"image_base64": b64(jpeg_bytes())})
+    finally:
+        broken.shutdown()
+        broken.server_close()
+    assert (status, body) == (502, {"error": "model_error", "message": "worker died"})
+
+
+def test_unexpected_exception_is_500_and_logged(
+    lam: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"secret detail {ACCOUNT}")
+
+    monkeypatch.setattr(lam, "invoke", explode)
+    status, _, body = call(lam, {"image_base64": b64(jpeg_bytes())})
+    assert (status, body["error"]) == (500, "internal_error")
+    assert "RuntimeError" in capsys.readouterr().out  # in the logs, not in the answer
+
+
+def test_logs_are_json_with_the_request_id(
+    lam: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    call(lam, {"image_base64": b64(jpeg_bytes()), "top_k": 2})
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    final = records[-1]
+    assert final["request_id"] == LambdaContext.aws_request_id
+    assert final["status"] == 200 and final["top_k"] == 2
+    assert final["latency_ms"] >= final["endpoint_ms"] > 0
+
+
+def test_client_is_created_once_per_container(lam: ModuleType) -> None:
+    call(lam, {"image_base64": b64(jpeg_bytes())})
+    first = lam._client
+    call(lam, {"image_base64": b64(jpeg_bytes())})
+    assert lam._client is first
+    config = first.meta.config
+    assert config.read_timeout == 65  # above SageMaker's 60 s limit for /invocations
+    assert config.connect_timeout == 3
+    assert config.retries["total_max_attempts"] == 2  # from ENDPOINT_MAX_ATTEMPTS
