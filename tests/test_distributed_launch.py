@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -10,23 +11,22 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from dogbreed.train import launch
+from dogbreed.train.environment import TrainingEnv, base_dir, training_env
 from dogbreed.train.launch import LaunchError, LaunchOptions, LaunchPlan
 
 
-@dataclass
-class Env:
-    """The TrainingEnv fields the launcher reads (duck-typed: only these four)."""
-
-    hosts: list[str] = field(default_factory=lambda: ["algo-1"])
-    current_host: str = "algo-1"
-    num_gpus: int = 0
-    network_interface: str | None = "eth0"
+def make_env(
+    hosts: list[str] | None = None,
+    current_host: str = "algo-1",
+    num_gpus: int = 0,
+    network_interface: str | None = "eth0",
+) -> TrainingEnv:
+    return TrainingEnv(hosts or ["algo-1"], current_host, num_gpus, network_interface)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -36,7 +36,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def test_sagemaker_hosts_give_rank_from_sorted_index_and_first_host_as_master() -> None:
-    env = Env(hosts=["algo-3", "algo-1", "algo-2"], current_host="algo-2")
+    env = make_env(hosts=["algo-3", "algo-1", "algo-2"], current_host="algo-2")
     plan = launch.plan_launch(env, LaunchOptions())
     assert plan == LaunchPlan(
         nnodes=3,
@@ -51,22 +51,24 @@ def test_sagemaker_hosts_give_rank_from_sorted_index_and_first_host_as_master() 
 
 
 def test_one_process_per_gpu() -> None:
-    plan = launch.plan_launch(Env(hosts=["algo-1", "algo-2"], num_gpus=8), LaunchOptions())
+    plan = launch.plan_launch(make_env(hosts=["algo-1", "algo-2"], num_gpus=8), LaunchOptions())
     assert (plan.nproc_per_node, plan.world_size) == (8, 16)
 
 
 def test_current_host_missing_from_hosts_is_a_clear_error() -> None:
     with pytest.raises(LaunchError, match=r"current host 'algo-9' is not in the host list"):
-        launch.plan_launch(Env(hosts=["algo-1", "algo-2"], current_host="algo-9"), LaunchOptions())
+        launch.plan_launch(
+            make_env(hosts=["algo-1", "algo-2"], current_host="algo-9"), LaunchOptions()
+        )
 
 
 def test_single_host_single_device_trains_in_process() -> None:
-    assert launch.maybe_launch(Env(), ["train"], parse([]), environ={}) is None
-    assert launch.maybe_launch(Env(num_gpus=1), ["train"], parse([]), environ={}) is None
+    assert launch.maybe_launch(make_env(), ["train"], parse([]), environ={}) is None
+    assert launch.maybe_launch(make_env(num_gpus=1), ["train"], parse([]), environ={}) is None
 
 
 def test_a_torchrun_worker_never_launches_again() -> None:
-    env = Env(hosts=["algo-1", "algo-2"])
+    env = make_env(hosts=["algo-1", "algo-2"])
     worker_env = {"LOCAL_RANK": "0", "RANK": "1", "WORLD_SIZE": "2"}
     assert launch.maybe_launch(env, ["train"], parse([]), environ=worker_env) is None
     assert launch.is_worker({"TORCHELASTIC_RUN_ID": "x"})
@@ -75,7 +77,7 @@ def test_a_torchrun_worker_never_launches_again() -> None:
 
 def test_ec2_flags_override_resourceconfig() -> None:
     args = parse("--nodes 2 --node-rank 1 --master-addr 10.0.0.1 --master-port 29400".split())
-    plan = launch.plan_launch(Env(num_gpus=4), LaunchOptions.from_args(args, {}))
+    plan = launch.plan_launch(make_env(num_gpus=4), LaunchOptions.from_args(args, {}))
     assert (plan.nnodes, plan.node_rank, plan.nproc_per_node) == (2, 1, 4)
     assert (plan.master_addr, plan.master_port, plan.wait_for) == ("10.0.0.1", 29400, ("10.0.0.1",))
 
@@ -98,7 +100,7 @@ def test_environment_variables_and_flag_precedence() -> None:
         network_interface="ens5",
         dns_timeout=2.5,
     )
-    assert launch.plan_launch(Env(network_interface=None), options).network_interface == "ens5"
+    assert launch.plan_launch(make_env(network_interface=None), options).network_interface == "ens5"
 
 
 @pytest.mark.parametrize(
@@ -115,7 +117,7 @@ def test_bad_topology_is_a_clear_error(
     argv: list[str], environ: dict[str, str], message: str
 ) -> None:
     with pytest.raises(LaunchError, match=message):
-        launch.plan_launch(Env(), LaunchOptions.from_args(parse(argv), environ))
+        launch.plan_launch(make_env(), LaunchOptions.from_args(parse(argv), environ))
 
 
 def test_host_address_overrides_parse_and_reject_garbage() -> None:
@@ -233,21 +235,14 @@ def test_a_child_killed_by_a_signal_reports_128_plus_n() -> None:
 
 # --- two launchers on this machine, one per "host", running a stand-in worker under torchrun ---
 
+# One "host": its own SAGEMAKER_BASE_DIR whose resourceconfig.json names it, as on SageMaker.
 FAKE_HOST = textwrap.dedent(
     """
     import sys
-    from dataclasses import dataclass
+    from dogbreed.train.environment import base_dir, training_env
     from dogbreed.train.launch import maybe_launch
 
-    @dataclass
-    class Env:
-        hosts: list
-        current_host: str
-        num_gpus: int = 0
-        network_interface: str = "lo"
-
-    env = Env(hosts=["algo-1", "algo-2"], current_host=sys.argv[1])
-    sys.exit(maybe_launch(env, sys.argv[2:], module="fakeworker"))
+    sys.exit(maybe_launch(training_env(base_dir()), sys.argv[1:], module="fakeworker"))
     """
 )
 # What a training worker does with the process group: a rank line, one all-reduce, then
@@ -283,6 +278,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def write_resourceconfig(base: Path, host: str) -> None:
+    config = base / "input" / "config"
+    config.mkdir(parents=True)
+    resource = {"current_host": host, "hosts": ["algo-2", "algo-1"], "network_interface_name": "lo"}
+    (config / "resourceconfig.json").write_text(json.dumps(resource))
+
+
+def test_resourceconfig_is_read_into_the_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_resourceconfig(tmp_path, "algo-2")
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
+    monkeypatch.setenv("SM_NUM_GPUS", "0")
+    plan = launch.plan_launch(training_env(base_dir()), LaunchOptions())
+    assert (plan.nnodes, plan.node_rank, plan.master_addr) == (2, 1, "algo-1")
+    assert plan.network_interface == "lo"
+
+
 def start_hosts(tmp_path: Path, mode: str) -> list[subprocess.Popen[str]]:
     (tmp_path / "fakeworker.py").write_text(FAKE_WORKER)
     env = {
@@ -294,16 +307,19 @@ def start_hosts(tmp_path: Path, mode: str) -> list[subprocess.Popen[str]]:
     }
     for marker in launch.WORKER_MARKERS:
         env.pop(marker, None)
-    return [
-        subprocess.Popen(
-            [sys.executable, "-c", FAKE_HOST, host, mode],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+    procs = []
+    for host in ("algo-1", "algo-2"):
+        write_resourceconfig(tmp_path / host, host)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", FAKE_HOST, mode],
+                env={**env, "SAGEMAKER_BASE_DIR": str(tmp_path / host)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         )
-        for host in ("algo-1", "algo-2")
-    ]
+    return procs
 
 
 def finish(procs: list[subprocess.Popen[str]], timeout: float = 180) -> list[tuple[int, str]]:
