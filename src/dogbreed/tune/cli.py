@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from dogbreed.config import ConfigError, TrainConfig, add_config_arguments, config_from_args
-from dogbreed.tune.space import DEFAULT_OBJECTIVE, OBJECTIVES
+from dogbreed.config import ConfigError, add_config_arguments, config_from_args
+from dogbreed.tune.space import DEFAULT_OBJECTIVE, OBJECTIVES, fixed_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,10 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
-def _fixed_names(args: argparse.Namespace) -> frozenset[str]:
-    return frozenset(f.name for f in fields(TrainConfig) if getattr(args, f.name, None) is not None)
-
-
 def main(args: argparse.Namespace) -> int:
     if args.n_trials < 1:
         print("error: --n-trials must be at least 1", file=sys.stderr)
@@ -98,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
         pruner=args.pruner,
         pruner_startup_trials=args.pruner_startup_trials,
         pruner_warmup_epochs=args.pruner_warmup_epochs,
-        fixed=_fixed_names(args),
+        fixed=fixed_from_args(args),
     )
     status = 0
     try:

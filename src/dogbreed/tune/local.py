@@ -22,6 +22,7 @@ import optuna
 
 from dogbreed.config import TrainConfig
 from dogbreed.tune.space import OBJECTIVES, active_space, suggest_config
+from dogbreed.tune.table import format_table
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def _storage(url: str) -> optuna.storages.RDBStorage:
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_INTERVAL_S,
                 grace_period=HEARTBEAT_GRACE_S,
-                heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                     max_retry=1
                 ),
             )
@@ -136,7 +137,9 @@ def make_objective(
         directory = trial_dir(output_dir, trial.number)
         trial.set_user_attr("dir", str(directory))
         trial.set_user_attr("hyperparameters", cfg.to_hyperparameters())
-        paths = JobPaths.local(data, directory)
+        paths = JobPaths.from_root(
+            data, directory / "model", directory / "output", directory / "checkpoints"
+        )
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
             value = float(metrics[settings.objective])
@@ -144,7 +147,7 @@ def make_objective(
             if not math.isfinite(value) or trial.should_prune():
                 raise optuna.TrialPruned(f"{settings.objective}={value:.4f} at epoch {epoch}")
 
-        result = train_fn(cfg, paths, report=report)
+        result = train_fn(cfg, paths, report)
         value = float(result[settings.objective])
         if not math.isfinite(value):
             raise optuna.TrialPruned(f"{settings.objective} is {value}")
@@ -222,9 +225,7 @@ def summary_table(study: optuna.Study, fixed: Iterable[str] = ()) -> str:
                 *(_format_value(t.params.get(n)) for n in names),
             ]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) + len(names))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
+    return format_table(rows)
 
 
 def save_plots(study: optuna.Study, output_dir: Path) -> list[Path]:

@@ -13,7 +13,7 @@ No heavy imports here: optuna is only needed by `suggest`, which receives the tr
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from dogbreed.config import TrainConfig
@@ -107,3 +107,8 @@ def static_hyperparameters(cfg: TrainConfig, fixed: Iterable[str] = ()) -> dict[
     """Hyperparameters every tuning job gets (JSON-encoded strings): all but the searched ones."""
     searched = {p.name for p in active_space(fixed)}
     return {k: v for k, v in cfg.to_hyperparameters().items() if k not in searched}
+
+
+def fixed_from_args(args: Any) -> frozenset[str]:
+    """The TrainConfig fields given as flags (`add_config_arguments` leaves the others None)."""
+    return frozenset(f.name for f in fields(TrainConfig) if getattr(args, f.name, None) is not None)
