@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,7 +75,9 @@ class AwsError(RuntimeError):
 
 def add_aws_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("AWS")
-    group.add_argument("--region", help="AWS region (default: AWS_REGION / the profile's)")
+    group.add_argument(
+        "--region", help="AWS region (default: AWS_DEFAULT_REGION, AWS_REGION, the profile's)"
+    )
     group.add_argument("--profile", help="named profile from ~/.aws (default: AWS_PROFILE)")
     group.add_argument(
         "--dry-run",
@@ -94,8 +98,17 @@ class Aws:
         import boto3
         import botocore.exceptions
 
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            # botocore logs "Found credentials ..." at INFO on every run: noise at the terminal.
+            logging.getLogger("botocore").setLevel(logging.WARNING)
         try:
-            return boto3.session.Session(profile_name=self.profile, region_name=self.region)
+            session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
+            if session.region_name is None and os.environ.get("AWS_REGION"):
+                # botocore reads only AWS_DEFAULT_REGION; Lambda and containers set AWS_REGION.
+                session = boto3.session.Session(
+                    profile_name=self.profile, region_name=os.environ["AWS_REGION"]
+                )
+            return session
         except botocore.exceptions.BotoCoreError as exc:
             raise translate(exc) from None
 

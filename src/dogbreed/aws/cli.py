@@ -1,0 +1,61 @@
+"""`dogbreed sagemaker train|tune|deploy|invoke|autoscale|delete`.
+
+Each action's module is imported only when that action is named (or for `--help` of the
+group), and none of them imports boto3 at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# action -> (module, add_arguments, main, one-line help)
+ACTIONS: dict[str, tuple[str, str, str, str]] = {
+    "train": ("dogbreed.aws.training", "add_arguments", "main", "run a SageMaker training job"),
+    "tune": (
+        "dogbreed.aws.tuning",
+        "add_arguments",
+        "main",
+        "run a SageMaker hyperparameter tuning job",
+    ),
+    "deploy": (
+        "dogbreed.aws.endpoint",
+        "add_deploy_arguments",
+        "deploy_main",
+        "create or blue/green-update a real-time endpoint",
+    ),
+    "invoke": (
+        "dogbreed.aws.endpoint",
+        "add_invoke_arguments",
+        "invoke_main",
+        "send an image to an endpoint, print the top-k breeds",
+    ),
+    "autoscale": (
+        "dogbreed.aws.autoscale",
+        "add_arguments",
+        "main",
+        "target-tracking autoscaling of an endpoint variant",
+    ),
+    "delete": (
+        "dogbreed.aws.endpoint",
+        "add_delete_arguments",
+        "delete_main",
+        "delete an endpoint with its configs, models and scaling",
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    action = next((a for a in sys.argv[1:] if a in ACTIONS), None)
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, (module_name, add_name, main_name, help_text) in ACTIONS.items():
+        subparser = sub.add_parser(name, help=help_text, description=help_text)
+        if action in (None, name):
+            module = importlib.import_module(module_name)
+            getattr(module, add_name)(subparser)
+            subparser.set_defaults(_action_main=getattr(module, main_name))
+
+
+def main(args: argparse.Namespace) -> int:
+    return int(args._action_main(args) or 0)

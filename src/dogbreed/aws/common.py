@@ -1,0 +1,75 @@
+"""Small helpers shared by the `dogbreed sagemaker` commands: names, tags, S3 URIs, flags."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+
+from dogbreed.aws.clients import AwsError
+
+# SageMaker resource names: letters, digits and single hyphens, at most 63 characters.
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+MAX_NAME = 63
+# Every resource a command creates carries this tag, so that `delete` finds exactly those.
+TAG_KEY = "dogbreed:endpoint"
+
+
+def check_name(name: str, what: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise AwsError(
+            f"invalid {what} {name!r}: use letters, digits and hyphens, at most {MAX_NAME} "
+            "characters, starting and ending with a letter or digit"
+        )
+    return name
+
+
+def unique_name(base: str, now: float | None = None) -> str:
+    """`base-YYYYmmdd-HHMMSS-mmm` (UTC) cut to SageMaker's 63 characters."""
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{int(now * 1000) % 1000:03d}"
+    return f"{base[: MAX_NAME - len(stamp) - 1].rstrip('-')}-{stamp}"
+
+
+def check_s3_uri(uri: str, what: str) -> str:
+    if not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", uri):
+        raise AwsError(
+            f"{what} must be an S3 URI like s3://bucket/prefix (bucket: 3-63 characters), "
+            f"not {uri!r}"
+        )
+    return uri
+
+
+def parse_pairs(items: list[str] | None, what: str) -> dict[str, str]:
+    """`KEY=VALUE` flags (repeated) to a dict."""
+    pairs: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AwsError(f"{what} must look like KEY=VALUE, not {item!r}")
+        pairs[key] = value
+    return pairs
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_wait_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"wait until the {what} finishes and report it (default: --wait)",
+    )
+    parser.add_argument(
+        "--poll-seconds",
+        type=int,
+        default=30,
+        metavar="S",
+        help="seconds between status checks while waiting (default 30)",
+    )
