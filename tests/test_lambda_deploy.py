@@ -1,0 +1,234 @@
+"""`dogbreed lambda deploy` against moto's real HTTP server (the `moto_server` fixture).
+
+moto 5 does not implement PutProvisionedConcurrencyConfig: that single call goes to a client
+with botocore's Stubber (through `provisioned_concurrency_client`), everything else over HTTP.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from dogbreed import cli
+from dogbreed.aws import lambda_deploy
+from dogbreed.aws.clients import Aws, AwsError
+from dogbreed.aws.lambda_deploy import DeployOptions, deploy, execution_policy
+
+ACCOUNT = "123456789012"  # moto's default account
+REGION = "us-east-1"
+
+
+def stubbed_provisioned(monkeypatch: pytest.MonkeyPatch, count: int) -> Stubber:
+    client = boto3.client("lambda", region_name=REGION)
+    stubber = Stubber(client)
+    stubber.add_response(
+        "put_provisioned_concurrency_config",
+        {"RequestedProvisionedConcurrentExecutions": count, "Status": "IN_PROGRESS"},
+        {
+            "FunctionName": "dogbreed-client",
+            "Qualifier": "live",
+            "ProvisionedConcurrentExecutions": count,
+        },
+    )
+    stubber.activate()
+    monkeypatch.setattr(lambda_deploy, "provisioned_concurrency_client", lambda aws: client)
+    return stubber
+
+
+def options(**changes: Any) -> DeployOptions:
+    base = DeployOptions(function_name="dogbreed-client", endpoint_name="Dogbreed-Endpoint")
+    for key, value in changes.items():
+        setattr(base, key, value)
+    return base
+
+
+def test_deploy_creates_everything(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    stubber = stubbed_provisioned(monkeypatch, 2)
+    out = io.StringIO()
+    summary = deploy(
+        Aws(region=REGION),
+        options(
+            provisioned_concurrency=2,
+            function_url=True,
+            cors_allow_origin="https://app.example.com",
+        ),
+        out,
+    )
+    stubber.assert_no_pending_responses()
+    assert json.loads(out.getvalue()) == summary
+    assert summary["provisioned_status"] == "IN_PROGRESS"
+
+    lam = boto3.client("lambda", region_name=REGION)
+    fn = lam.get_function(FunctionName="dogbreed-client")
+    config = fn["Configuration"]
+    assert config["Handler"] == "handler.handler"
+    assert config["Runtime"] in ("python3.11", "python3.12")
+    assert config["Timeout"] == 90 and config["MemorySize"] >= 256
+    assert config["Environment"]["Variables"] == {
+        "ENDPOINT_NAME": "Dogbreed-Endpoint",
+        "ENDPOINT_READ_TIMEOUT": "65",
+        "CORS_ALLOW_ORIGIN": "https://app.example.com",
+    }
+    assert config["Role"] == f"arn:aws:iam::{ACCOUNT}:role/dogbreed-client-role"
+    alias = lam.get_alias(FunctionName="dogbreed-client", Name="live")
+    assert alias["FunctionVersion"] == summary["version"] != "$LATEST"
+    concurrency = lam.get_function_concurrency(FunctionName="dogbreed-client")
+    assert concurrency["ReservedConcurrentExecutions"] == 2
+    url = lam.get_function_url_config(FunctionName="dogbreed-client", Qualifier="live")
+    assert url["AuthType"] == "AWS_IAM"
+    assert url["Cors"]["AllowOrigins"] == ["https://app.example.com"]
+    assert summary["function_url"] == url["FunctionUrl"]
+
+    iam = boto3.client("iam", region_name=REGION)
+    role = iam.get_role(RoleName="dogbreed-client-role")["Role"]
+    trust = role["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    assert [s["Principal"] for s in trust["Statement"]] == [{"Service": "lambda.amazonaws.com"}]
+    assert (
+        iam.list_attached_role_policies(RoleName="dogbreed-client-role")["AttachedPolicies"] == []
+    )  # no managed policy (the original attached SageMakerFullAccess)
+    inline = iam.get_role_policy(
+        RoleName="dogbreed-client-role", PolicyName=lambda_deploy.INLINE_POLICY_NAME
+    )["PolicyDocument"]
+    inline = json.loads(inline) if isinstance(inline, str) else inline
+    assert inline == execution_policy("dogbreed-client", "Dogbreed-Endpoint", REGION, ACCOUNT)
+
+
+def test_redeploy_updates_and_moves_the_alias(moto_server: str) -> None:
+    first = deploy(Aws(region=REGION), options(), io.StringIO())
+    second = deploy(Aws(region=REGION), options(memory=512, reserved_concurrency=3), io.StringIO())
+    assert int(second["version"]) > int(first["version"])
+    lam = boto3.client("lambda", region_name=REGION)
+    assert (
+        lam.get_alias(FunctionName="dogbreed-client", Name="live")["FunctionVersion"]
+        == (second["version"])
+    )
+    assert lam.get_function_configuration(FunctionName="dogbreed-client")["MemorySize"] == 512
+    assert (
+        lam.get_function_concurrency(FunctionName="dogbreed-client")["ReservedConcurrentExecutions"]
+        == 3
+    )
+
+
+def test_provisioned_zero_removes_it_and_tolerates_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stubbed for the same reason: moto lacks the provisioned-concurrency calls.
+    client = boto3.client(
+        "lambda", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    with Stubber(client) as stubber:
+        stubber.add_client_error(
+            "delete_provisioned_concurrency_config",
+            "ProvisionedConcurrencyConfigNotFoundException",
+            http_status_code=404,
+            expected_params={"FunctionName": "dogbreed-client", "Qualifier": "live"},
+        )
+        assert (
+            lambda_deploy.set_provisioned_concurrency(client, options(provisioned_concurrency=0))
+            == {}
+        )
+        stubber.assert_no_pending_responses()
+
+
+def test_policy_grants_only_invoke_on_one_endpoint_and_own_logs() -> None:
+    policy = execution_policy("dogbreed-client", "Dogbreed-Endpoint", "eu-west-1", ACCOUNT)
+    grants = set()
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert not {"NotAction", "NotResource", "Principal", "Condition"} & statement.keys()
+        actions = statement["Action"]
+        resources = statement["Resource"]
+        for action in [actions] if isinstance(actions, str) else actions:
+            for resource in [resources] if isinstance(resources, str) else resources:
+                grants.add((action, resource))
+    log_group = f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/aws/lambda/dogbreed-client"
+    assert grants == {
+        # ARNs hold endpoint names in lower case.
+        (
+            "sagemaker:InvokeEndpoint",
+            f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:endpoint/dogbreed-endpoint",
+        ),
+        ("logs:CreateLogGroup", log_group),
+        ("logs:CreateLogStream", f"{log_group}:*"),
+        ("logs:PutLogEvents", f"{log_group}:*"),
+    }
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"provisioned_concurrency": 3, "reserved_concurrency": 2}, "cannot exceed"),
+        ({"reserved_concurrency": 0}, "at least 1"),
+        ({"timeout": 30}, "must exceed"),
+        ({"memory": 64}, "--memory"),
+        ({"function_name": "bad name!"}, "invalid function name"),
+        ({"endpoint_name": "bad_endpoint"}, "endpoint name"),
+        ({"alias": "12"}, "invalid alias"),
+    ],
+)
+def test_bad_options_are_refused_before_any_call(changes: dict, message: str) -> None:
+    with pytest.raises(AwsError, match=message):
+        options(**changes).check()
+
+
+def test_cli_dry_run_prints_the_calls_and_needs_no_aws(
+    aws_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = (
+        "lambda deploy --function-name dogbreed-client --endpoint-name Dogbreed-Endpoint "
+        "--provisioned-concurrency 2 --function-url --dry-run --region us-east-1"
+    ).split()
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    calls = [json.loads(line) for line in lines if line.startswith('{"')]
+    operations = [c["operation"] for c in calls]
+    assert operations == [
+        "GetCallerIdentity",
+        "CreateRole",
+        "PutRolePolicy",
+        "CreateFunction",
+        "PublishVersion",
+        "CreateAlias",
+        "PutFunctionConcurrency",
+        "PutProvisionedConcurrencyConfig",
+        "CreateFunctionUrlConfig",
+    ]
+    create = calls[3]["params"]
+    assert create["Timeout"] == 90 and create["Handler"] == "handler.handler"
+    assert calls[7]["params"] == {
+        "FunctionName": "dogbreed-client",
+        "Qualifier": "live",
+        "ProvisionedConcurrentExecutions": 2,
+    }
+
+
+def test_cli_refuses_provisioned_above_reserved(
+    aws_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = (
+        "lambda deploy --function-name f --endpoint-name e --reserved-concurrency 1 "
+        "--provisioned-concurrency 2 --dry-run --region us-east-1"
+    ).split()
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "cannot exceed" in err
+
+
+def test_package_is_reproducible(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "fn.zip"
+    assert cli.main(["lambda", "package", "--output", str(target)]) == 0
+    assert target.read_bytes() == lambda_deploy.package()
+    with zipfile.ZipFile(target) as archive:
+        assert archive.namelist() == ["handler.py"]
+        source = archive.read("handler.py").decode()
+    assert "def handler(event" in source
+    assert "dogbreed" not in [
+        line.split()[1].split(".")[0]
+        for line in source.splitlines()
+        if line.startswith(("import ", "from "))
+    ]
