@@ -119,8 +119,11 @@ def tuning_job_request(args: argparse.Namespace) -> dict[str, Any]:
     return request
 
 
-def wait_for(sm: Any, name: str, poll_s: float, timeout_s: float, out: IO[str] = sys.stdout) -> str:
+def wait_for(
+    sm: Any, name: str, poll_s: float, timeout_s: float, out: IO[str] | None = None
+) -> str:
     """Poll until the tuning job ends (or `timeout_s` passes); one progress line per change."""
+    out = out or sys.stdout
     deadline = time.monotonic() + timeout_s
     last = ""
     while True:
@@ -187,9 +190,10 @@ def trials_table(trials: list[dict[str, Any]], objective: str) -> str:
 
 
 def report(
-    sm: Any, name: str, best_out: Path | None = None, out: IO[str] = sys.stdout
+    sm: Any, name: str, best_out: Path | None = None, out: IO[str] | None = None
 ) -> TrainConfig | None:
     """Print the job's status, its trials best first, and the best trial's hyperparameters."""
+    out = out or sys.stdout
     job = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
     objective = job["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
     trials = rank_trials(list_trials(sm, name), objective["Type"])
@@ -301,8 +305,8 @@ def main(args: argparse.Namespace) -> int:
     if request is not None:
         arn = sm.create_hyper_parameter_tuning_job(**request).get("HyperParameterTuningJobArn")
         print(f"created tuning job {name} {arn or ''}".rstrip())
-    if aws.dry_run:
-        return 0  # nothing was created: there is nothing to follow or report
+    if aws.dry_run or (request is not None and not args.wait):
+        return 0  # dry run: nothing exists to follow; --no-wait: `--attach NAME` reports later
     status = "Completed"
     if args.wait:
         job = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
