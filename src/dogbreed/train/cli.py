@@ -1,0 +1,104 @@
+"""`dogbreed train`: the SageMaker `train` contract, and the same job from flags on EC2/laptop.
+
+On SageMaker (`docker run IMAGE train`) no flag is given: hyperparameters, channels and output
+locations come from `$SAGEMAKER_BASE_DIR` (default /opt/ml). Flags override them.
+
+Exit codes: 0 done; 1 an unexpected error; 2 a bad hyperparameter, data layout or environment;
+143 (128 + SIGTERM) stopped by SIGTERM after writing a checkpoint (a rerun resumes). Every
+non-zero exit writes the reason to output/failure (SageMaker's FailureReason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from dogbreed.config import ConfigError, TrainConfig, add_config_arguments
+from dogbreed.train import launch
+
+log = logging.getLogger(__name__)
+
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 128 + 15  # what a process killed by SIGTERM reports; here after a checkpoint
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    paths = parser.add_argument_group("locations (default: the SageMaker layout under --base-dir)")
+    paths.add_argument(
+        "--base-dir",
+        help="SageMaker root holding input/ model/ output/ checkpoints/ "
+        "(env SAGEMAKER_BASE_DIR; default /opt/ml)",
+    )
+    paths.add_argument(
+        "--data",
+        help="dataset root holding train/ valid/ test/ (default: the SageMaker channels "
+        "'training' or 'train'+'valid'+'test' under BASE/input/data, or SM_CHANNEL_*)",
+    )
+    paths.add_argument("--model-dir", help="model output (env SM_MODEL_DIR; default BASE/model)")
+    paths.add_argument(
+        "--output-dir",
+        help="metrics.json and plots go to OUTPUT/data, a failure reason to OUTPUT/failure "
+        "(env SM_OUTPUT_DIR, SM_OUTPUT_DATA_DIR; default BASE/output)",
+    )
+    paths.add_argument(
+        "--checkpoint-dir", help="checkpoint each epoch; resumed from (default BASE/checkpoints)"
+    )
+    add_config_arguments(parser)
+    launch.add_launch_arguments(parser)
+
+
+def _flags(args: argparse.Namespace) -> dict[str, str]:
+    """The hyperparameter flags that were given (unset ones are None)."""
+    names = TrainConfig.__dataclass_fields__
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _worker_argv() -> list[str]:
+    """The `dogbreed` arguments the torchrun workers get: this process's own command line."""
+    argv = sys.argv[1:]
+    return argv if "train" in argv else ["train", *argv]
+
+
+def main(args: argparse.Namespace) -> int:
+    # Heavy imports here, not at module level: `dogbreed --help` stays fast.
+    from dogbreed.data.layout import DataError
+    from dogbreed.model.artifact import ArtifactError
+    from dogbreed.model.build import ModelError
+    from dogbreed.train import environment
+
+    base = environment.base_dir(args.base_dir)
+    output_dir = Path(args.output_dir) if args.output_dir else base / "output"
+    try:
+        paths = environment.job_paths(
+            base, args.data, args.model_dir, args.output_dir, args.checkpoint_dir
+        )
+        output_dir = paths.output_dir
+        paths.failure_file.unlink(missing_ok=True)  # a stale reason from a previous attempt
+        cfg = environment.load_config(base, _flags(args))
+        code = launch.maybe_launch(environment.training_env(base), _worker_argv(), args)
+        if code is not None:
+            return code
+        from dogbreed.train.loop import TrainingStopped, train
+
+        try:
+            train(cfg, paths)
+        except TrainingStopped as exc:
+            log.warning("%s", exc)
+            environment.write_failure(output_dir, str(exc))
+            return EXIT_STOPPED
+    except (ConfigError, DataError, ModelError, ArtifactError, launch.LaunchError) as exc:
+        log.error("%s", exc)
+        environment.write_failure(output_dir, f"{type(exc).__name__}: {exc}")
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        log.exception("training failed")
+        # The exception and the innermost frame: enough to act on within SageMaker's 1024 chars.
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        reason = f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
+        environment.write_failure(output_dir, reason)
+        return EXIT_ERROR
+    return 0

@@ -1,0 +1,185 @@
+"""The SageMaker training contract: where the config, data, model and outputs live.
+
+SageMaker (`docker run IMAGE train`) gives no flags: everything is under `$SAGEMAKER_BASE_DIR`
+(default `/opt/ml`):
+
+    input/config/hyperparameters.json   every value a string (JSON-encoded or str(value))
+    input/config/resourceconfig.json    {"current_host", "hosts", "network_interface_name"}
+    input/config/inputdataconfig.json   one entry per channel
+    input/data/training/{train,valid,test}/   or   input/data/{train,valid,test}/
+    model/  output/  output/data/  output/failure  checkpoints/
+
+The sagemaker-training toolkit's variables (`SM_CHANNEL_<NAME>`, `SM_MODEL_DIR`,
+`SM_OUTPUT_DIR`, `SM_OUTPUT_DATA_DIR`, `SM_HOSTS`, `SM_CURRENT_HOST`, `SM_NUM_GPUS`) win over
+the files when set; command-line flags win over both (EC2, laptop). No torch import here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dogbreed.config import ConfigError, TrainConfig, config_from_hyperparameters
+
+DEFAULT_BASE_DIR = "/opt/ml"
+FAILURE_LIMIT = 1024  # SageMaker keeps the first 1024 characters as FailureReason
+
+
+class JobError(ConfigError):
+    """The job's files or channels are missing or malformed; the message names what and where."""
+
+
+@dataclass
+class JobPaths:
+    """Where one training job reads and writes. Only rank 0 writes model/, output/, checkpoints/.
+
+    `data` maps SageMaker channel names to folders: {"training": ROOT} (ROOT holds train/
+    valid/ test/) or {"train": ..., "valid": ..., "test": ...}; dogbreed.data.layout reads it.
+    """
+
+    data: dict[str, Path]
+    model_dir: Path
+    output_dir: Path
+    checkpoint_dir: Path
+    output_data_dir: Path | None = None  # default: output_dir/data
+
+    def __post_init__(self) -> None:
+        self.data = {name: Path(folder) for name, folder in self.data.items()}
+        for name in ("model_dir", "output_dir", "checkpoint_dir"):
+            setattr(self, name, Path(getattr(self, name)))
+        self.output_data_dir = Path(self.output_data_dir or self.output_dir / "data")
+
+    @property
+    def failure_file(self) -> Path:
+        return self.output_dir / "failure"
+
+    @classmethod
+    def from_root(
+        cls,
+        data_root: str | Path,
+        model_dir: str | Path,
+        output_dir: str | Path,
+        checkpoint_dir: str | Path,
+    ) -> JobPaths:
+        """A job whose data is one folder holding train/ valid/ test/ (or dogImages/ them)."""
+        return cls({"training": Path(data_root)}, model_dir, output_dir, checkpoint_dir)
+
+
+@dataclass
+class TrainingEnv:
+    """The cluster this process belongs to (read by the multi-host launcher)."""
+
+    hosts: list[str] = field(default_factory=lambda: ["algo-1"])
+    current_host: str = "algo-1"
+    num_gpus: int = 0
+    network_interface: str | None = None
+
+    @property
+    def host_rank(self) -> int:
+        return self.hosts.index(self.current_host)
+
+
+def base_dir(explicit: str | Path | None = None) -> Path:
+    return Path(explicit or os.environ.get("SAGEMAKER_BASE_DIR") or DEFAULT_BASE_DIR)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise JobError(f"cannot read {path}: {exc}") from None
+
+
+def read_hyperparameters(base: Path) -> dict[str, Any]:
+    """hyperparameters.json as a dict ({} when the file does not exist: laptop or EC2)."""
+    path = base / "input" / "config" / "hyperparameters.json"
+    if not path.is_file():
+        return {}
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise JobError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def load_config(base: Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """TrainConfig from hyperparameters.json, then `overrides` (CLI flags) on top."""
+    cfg = config_from_hyperparameters(read_hyperparameters(base))
+    return config_from_hyperparameters(overrides, cfg) if overrides else cfg
+
+
+def _count_gpus() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count()
+
+
+def training_env(base: Path) -> TrainingEnv:
+    """Hosts from resourceconfig.json (or SM_HOSTS/SM_CURRENT_HOST), GPUs from the machine."""
+    path = base / "input" / "config" / "resourceconfig.json"
+    resource: dict[str, Any] = _read_json(path) if path.is_file() else {}
+    hosts = resource.get("hosts") or ["algo-1"]
+    current = resource.get("current_host") or hosts[0]
+    if os.environ.get("SM_HOSTS"):
+        try:
+            hosts = list(json.loads(os.environ["SM_HOSTS"]))
+        except (json.JSONDecodeError, TypeError):
+            raise JobError(f"SM_HOSTS is not a JSON list: {os.environ['SM_HOSTS']!r}") from None
+    current = os.environ.get("SM_CURRENT_HOST") or current
+    hosts = sorted(hosts)  # SageMaker sorts them; rank order must agree on every host
+    if current not in hosts:
+        raise JobError(f"current_host {current!r} is not among hosts {hosts} ({path})")
+    gpus = os.environ.get("SM_NUM_GPUS")
+    return TrainingEnv(
+        hosts=hosts,
+        current_host=current,
+        num_gpus=int(gpus) if gpus else _count_gpus(),
+        network_interface=resource.get("network_interface_name"),
+    )
+
+
+def channels(base: Path) -> dict[str, Path]:
+    """Channel name -> local folder: input/data/<name>, overridden by SM_CHANNEL_<NAME>."""
+    found: dict[str, Path] = {}
+    data_dir = base / "input" / "data"
+    if data_dir.is_dir():
+        found.update({p.name: p for p in data_dir.iterdir() if p.is_dir()})
+    for key, value in os.environ.items():
+        if key.startswith("SM_CHANNEL_") and value:
+            found[key.removeprefix("SM_CHANNEL_").lower()] = Path(value)
+    if "validation" in found and "valid" not in found:
+        found["valid"] = found.pop("validation")  # the name SageMaker examples often use
+    return found
+
+
+def job_paths(
+    base: Path,
+    data: str | Path | None = None,
+    model_dir: str | Path | None = None,
+    output_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> JobPaths:
+    """Resolve every location: explicit arguments, then SM_* variables, then `base`."""
+    env = os.environ
+    out = Path(output_dir or env.get("SM_OUTPUT_DIR") or base / "output")
+    out_data = Path(output_dir) / "data" if output_dir else env.get("SM_OUTPUT_DATA_DIR")
+    return JobPaths(
+        data={"training": Path(data)} if data is not None else channels(base),
+        model_dir=Path(model_dir or env.get("SM_MODEL_DIR") or base / "model"),
+        output_dir=out,
+        checkpoint_dir=Path(checkpoint_dir or base / "checkpoints"),
+        output_data_dir=Path(out_data) if out_data else None,
+    )
+
+
+def write_failure(output_dir: Path, reason: str) -> None:
+    """output/failure: SageMaker shows its first 1024 characters as the job's FailureReason."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "failure").write_text(reason[:FAILURE_LIMIT])
+    except OSError:
+        pass  # an unwritable output dir must not hide the original error; it is logged anyway
