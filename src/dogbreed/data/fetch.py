@@ -111,7 +111,7 @@ def fetch(
     sha256: str | None = None,
     timeout: float = DOWNLOAD_TIMEOUT,
 ) -> Splits:
-    """Download and unpack the dataset into `out`; return its validated layout.
+    """Download and unpack the dataset so that `out` holds train/ valid/ test/; return them.
 
     Idempotent: when `out` already holds a valid layout nothing is downloaded. The archive is
     unpacked into a temporary folder inside `out` and moved into place only after the layout
@@ -136,16 +136,14 @@ def fetch(
         unpack(archive, unpacked)
         archive.unlink()
         splits = find_splits(unpacked)
-        # Move the top folder (`dogImages/` in the real zip, or the splits themselves) into out.
-        top = next(iter(splits.roots.values())).parent
-        moved = []
-        for child in sorted(top.iterdir()):
-            target = out / child.name
-            if target.exists():
-                raise DataError(f"{target} already exists; remove it or fetch into another folder")
-            moved.append(target)
-        for child, target in zip(sorted(top.iterdir()), moved, strict=True):
-            child.rename(target)
+        # OUT becomes the dataset root: the real zip's `dogImages/` level is dropped.
+        top = splits.roots["train"].parent
+        children = sorted(top.iterdir())
+        clashes = [str(out / c.name) for c in children if (out / c.name).exists()]
+        if clashes:
+            raise DataError(f"already there: {', '.join(clashes)}; remove or fetch elsewhere")
+        for child in children:
+            child.rename(out / child.name)
     splits = find_splits(out)
     log.info("dataset ready in %s: %s", out, splits.summary())
     return splits

@@ -1,0 +1,189 @@
+"""fetch against a real HTTP server on 127.0.0.1; upload against moto's real S3 server."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dogbreed.cli import main as cli_main
+from dogbreed.data.fetch import fetch, parse_s3_uri
+from dogbreed.data.layout import DataError
+from dogbreed.data.sample import generate_sample
+
+
+class Server:
+    """Serves `files` (name -> bytes) and counts the requests."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                body = server.files.get(self.path.lstrip("/"))
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+
+@pytest.fixture()
+def server() -> Iterator[Server]:
+    srv = Server()
+    srv.thread.start()
+    try:
+        yield srv
+    finally:
+        srv.httpd.shutdown()
+        srv.httpd.server_close()
+
+
+def zip_of(root: Path, top: str = "dogImages") -> bytes:
+    """The same shape as the real dogImages.zip: one top folder, then the splits."""
+    out = root.parent / f"{root.name}.zip"
+    with zipfile.ZipFile(out, "w") as zf:
+        for path in sorted(root.rglob("*")):
+            zf.write(path, f"{top}/{path.relative_to(root).as_posix()}")
+        zf.writestr("__MACOSX/dogImages/._train", b"resource fork")
+    return out.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def small_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    root = generate_sample(tmp_path_factory.mktemp("zip") / "data", classes=2, per_class=3)
+    return zip_of(root)
+
+
+def test_fetch_unpacks_checks_and_is_idempotent(
+    server: Server, small_zip: bytes, tmp_path: Path
+) -> None:
+    server.files["dogImages.zip"] = small_zip
+    sha = hashlib.sha256(small_zip).hexdigest()
+    out = tmp_path / "data"
+    splits = fetch(out, f"{server.url}/dogImages.zip", sha256=sha.upper())
+    assert splits.classes == ["Affenpinscher", "Afghan_hound"]
+    assert splits.roots["train"] == out / "train"  # the zip's dogImages/ level is dropped
+    assert len(splits.samples["train"]) == 6
+    # No zip, no temporary folder, no __MACOSX left behind.
+    assert sorted(p.name for p in out.iterdir()) == ["test", "train", "valid"]
+    assert server.requests == ["/dogImages.zip"]
+    # Second run: the data is there, nothing is downloaded.
+    assert fetch(out, f"{server.url}/dogImages.zip").classes == splits.classes
+    assert server.requests == ["/dogImages.zip"]
+
+
+def test_fetch_cli(server: Server, small_zip: bytes, tmp_path: Path, capsys) -> None:
+    server.files["d.zip"] = small_zip
+    assert cli_main(["data", "fetch", str(tmp_path / "o"), "--url", f"{server.url}/d.zip"]) == 0
+    assert "2 classes, images: train=6, valid=6, test=6" in capsys.readouterr().out
+    assert cli_main(["data", "fetch", str(tmp_path / "p"), "--url", f"{server.url}/none"]) == 1
+    assert "404" in capsys.readouterr().err
+
+
+def test_sha256_mismatch(server: Server, small_zip: bytes, tmp_path: Path) -> None:
+    server.files["dogImages.zip"] = small_zip
+    with pytest.raises(DataError, match="SHA-256 mismatch"):
+        fetch(tmp_path / "d", f"{server.url}/dogImages.zip", sha256="0" * 64)
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_corrupt_zip_is_rejected(server: Server, small_zip: bytes, tmp_path: Path) -> None:
+    server.files["not-a-zip.zip"] = b"PK\x03\x04 but nothing else"
+    with pytest.raises(DataError, match="not a valid zip"):
+        fetch(tmp_path / "a", f"{server.url}/not-a-zip.zip")
+    # A real zip with one member's data flipped: the CRC check catches it before unpacking.
+    broken = bytearray(small_zip)
+    at = broken.index(b"JFIF") + 200
+    broken[at : at + 50] = bytes(b ^ 0xFF for b in broken[at : at + 50])
+    server.files["flipped.zip"] = bytes(broken)
+    with pytest.raises(DataError, match="corrupt"):
+        fetch(tmp_path / "b", f"{server.url}/flipped.zip")
+    assert list((tmp_path / "b").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "dogImages/../../evil.txt", "/abs/evil.txt"])
+def test_path_traversal_is_rejected(server: Server, tmp_path: Path, name: str) -> None:
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("dogImages/train/001.A/x.jpg", b"x")
+        zf.writestr(name, b"gotcha")
+    server.files["evil.zip"] = archive.read_bytes()
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(DataError, match="outside the target folder"):
+        fetch(out, f"{server.url}/evil.zip")
+    assert not list(tmp_path.rglob("evil.txt"))
+    assert list(out.iterdir()) == []
+
+
+def test_zip_without_the_layout_is_rejected(server: Server, tmp_path: Path) -> None:
+    archive = tmp_path / "other.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("photos/cat.jpg", b"x")
+    server.files["other.zip"] = archive.read_bytes()
+    with pytest.raises(DataError, match="missing: train, valid, test"):
+        fetch(tmp_path / "o", f"{server.url}/other.zip")
+
+
+def test_unreachable_server_times_out_cleanly(tmp_path: Path) -> None:
+    # Nothing listens on port 9 (discard) of loopback: connection refused, a clear error.
+    with pytest.raises(DataError, match=r"download of .* failed"):
+        fetch(tmp_path / "o", "http://127.0.0.1:9/dogImages.zip", timeout=2)
+
+
+def test_parse_s3_uri() -> None:
+    assert parse_s3_uri("s3://bucket/a/b/") == ("bucket", "a/b")
+    assert parse_s3_uri("s3://bucket") == ("bucket", "")
+    for bad in ("bucket/a", "s3:///a", "https://x"):
+        with pytest.raises(ValueError, match="not an S3 URI"):
+            parse_s3_uri(bad)
+
+
+def test_upload_to_moto(moto_server: str, sample_data: Path, capsys) -> None:
+    import boto3
+
+    s3 = boto3.client("s3")  # reaches moto through AWS_ENDPOINT_URL
+    s3.create_bucket(Bucket="dogs")
+    code = cli_main(["data", "upload", str(sample_data), "s3://dogs/datasets/sample/"])
+    assert code == 0, capsys.readouterr().err
+    expected = sorted(
+        f"datasets/sample/{p.relative_to(sample_data).as_posix()}"
+        for p in sample_data.rglob("*")
+        if p.is_file()
+    )
+    keys = sorted(
+        obj["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="dogs")
+        for obj in page.get("Contents", [])
+    )
+    assert keys == expected
+    some = expected[0]
+    body = s3.get_object(Bucket="dogs", Key=some)["Body"].read()
+    assert body == (sample_data / some.removeprefix("datasets/sample/")).read_bytes()
+
+
+def test_upload_errors(moto_server: str, tmp_path: Path, capsys) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    assert cli_main(["data", "upload", str(tmp_path), "s3://no-such-bucket/p"]) == 1
+    assert "NoSuchBucket" in capsys.readouterr().err
+    assert cli_main(["data", "upload", str(tmp_path), "dogs/p"]) == 1
+    assert "not an S3 URI" in capsys.readouterr().err
+    assert cli_main(["data", "upload", str(tmp_path / "nope"), "s3://b/p"]) == 1
+    assert "not a directory" in capsys.readouterr().err
