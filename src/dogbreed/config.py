@@ -91,7 +91,11 @@ def parse_value(name: str, raw: Any) -> Any:
         except json.JSONDecodeError:
             value = raw  # generic Estimator: str(value)
     kind = _field_type(name)
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+    choices = next(f.metadata["choices"] for f in fields(TrainConfig) if f.name == name)
+    is_choice = choices is not None and value in choices  # freeze="none" is a choice, not None
+    if value is None or (
+        isinstance(value, str) and value.strip().lower() in ("none", "null", "") and not is_choice
+    ):
         default = next(f.default for f in fields(TrainConfig) if f.name == name)
         if default is None:
             return None
@@ -110,7 +114,6 @@ def parse_value(name: str, raw: Any) -> Any:
             result = str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"hyperparameter {name!r}: {exc}") from None
-    choices = next(f.metadata["choices"] for f in fields(TrainConfig) if f.name == name)
     if choices and result not in choices:
         raise ConfigError(f"hyperparameter {name!r} must be one of {', '.join(choices)}")
     return result

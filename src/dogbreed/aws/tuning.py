@@ -220,7 +220,7 @@ def report(
         best_out.write_text(json.dumps(cfg.to_hyperparameters(), indent=2, sort_keys=True))
         print(
             f"best hyperparameters: {best_out}\n"
-            f"train with them: dogbreed train --hyperparameters {best_out} ...",
+            f"train with them: dogbreed sagemaker train --hyperparameters-file {best_out} ...",
             file=out,
         )
     return cfg

@@ -112,15 +112,17 @@ def main(args: argparse.Namespace) -> int:
     print(local.summary_table(study, settings.fixed))
     for path in local.save_plots(study, output_dir):
         print(f"plot: {path}")
-    best_file = local.write_best(study, output_dir / local.BEST_FILE)
+    best_file = local.write_best(study, output_dir)
     if best_file is None:
         print("no trial completed: nothing to recommend", file=sys.stderr)
         return status or 1
     best = local.best_trial(study)
     print(
-        f"best: trial {best.number} {settings.objective}={best.value:.4f} "
-        f"model in {best.user_attrs['dir']}\n"
+        f"best: trial {best.number} {settings.objective}={best.value:.4f}, "
+        f"its model: {best.user_attrs['dir']}/model\n"
         f"best hyperparameters: {best_file}\n"
-        f"train with them: dogbreed train --hyperparameters {best_file} --data {args.data}"
+        f"train with them: dogbreed train --base-dir {output_dir / local.BEST_BASE_DIR} "
+        f"--data {args.data}\n"
+        f"on SageMaker: dogbreed sagemaker train --hyperparameters-file {best_file} ..."
     )
     return status

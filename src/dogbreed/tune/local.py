@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 # next run marks it FAIL and re-queues its parameters once.
 HEARTBEAT_INTERVAL_S = 60
 HEARTBEAT_GRACE_S = 180
-BEST_FILE = "best_hyperparameters.json"
+# `dogbreed train --base-dir OUTPUT/best` reads this file as SageMaker would (and writes the
+# final model to OUTPUT/best/model); `dogbreed sagemaker train --hyperparameters-file` takes it too.
+BEST_BASE_DIR = "best"
+BEST_FILE = "input/config/hyperparameters.json"
 HISTORY_PLOT = "optimization_history.png"
 INTERMEDIATE_PLOT = "intermediate_values.png"
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -191,11 +194,13 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return study.best_trial if completed else None
 
 
-def write_best(study: optuna.Study, path: Path) -> Path | None:
-    """The best trial's full config as SageMaker-style hyperparameters.json."""
+def write_best(study: optuna.Study, output_dir: Path) -> Path | None:
+    """The best trial's full config, SageMaker-style, in OUTPUT/best/input/config/."""
     best = best_trial(study)
     if best is None:
         return None
+    path = output_dir / BEST_BASE_DIR / BEST_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(best.user_attrs["hyperparameters"], indent=2, sort_keys=True))
     return path
 
