@@ -234,16 +234,20 @@ def parse_request(event: Any) -> tuple[bytes, int | None]:
 # --- the endpoint call -------------------------------------------------------------------------
 
 
-def _endpoint_message(original: Any) -> str:
-    """The container's own message: its JSON `message` if it sent one, else the text, short."""
+def _endpoint_error(original: Any, default_code: str) -> tuple[str, str]:
+    """(code, message) from the container's own `{"error", "message"}` JSON, else its text."""
     text = str(original or "").strip()
     try:
         document = json.loads(text)
     except ValueError:
         document = None
-    if isinstance(document, dict) and document.get("message"):
-        text = str(document["message"])
-    return text[:MAX_MESSAGE_CHARS] or "the model could not process the request"
+    code = default_code
+    if isinstance(document, dict):
+        if isinstance(document.get("error"), str) and document["error"].isidentifier():
+            code = document["error"][:64]
+        if document.get("message"):
+            text = str(document["message"])
+    return code, text[:MAX_MESSAGE_CHARS] or "the model could not process the request"
 
 
 def _map_client_error(exc: ClientError) -> HttpError:
@@ -253,12 +257,19 @@ def _map_client_error(exc: ClientError) -> HttpError:
         # The container answered 4xx/5xx. Its OriginalMessage is ours (the serving stack's JSON);
         # `Message` is not: it names the account and the log stream, so it never leaves.
         original_status = int(exc.response.get("OriginalStatusCode") or 0)
-        message = _endpoint_message(exc.response.get("OriginalMessage"))
         if original_status == 413:
-            return HttpError(413, "payload_too_large", message)
-        if 400 <= original_status < 500:
-            return HttpError(400, "bad_input", message)  # the caller's image was refused
-        return HttpError(502, "model_error", message)
+            return HttpError(
+                413, *_endpoint_error(exc.response.get("OriginalMessage"), "payload_too_large")
+            )
+        if 400 <= original_status < 500:  # the caller's image was refused
+            return HttpError(
+                400, *_endpoint_error(exc.response.get("OriginalMessage"), "bad_input")
+            )
+        return HttpError(
+            502,
+            "model_error",
+            _endpoint_error(exc.response.get("OriginalMessage"), "model_error")[1],
+        )
     if code in THROTTLING_CODES:
         return HttpError(429, "throttled", "too many requests: retry later")
     if code in UNAVAILABLE_CODES:

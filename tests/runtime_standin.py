@@ -12,12 +12,14 @@ to a REAL model server's `/invocations` and answers the way the runtime does (bo
 - unknown endpoint -> 400 `ValidationError`;
 - `mode = "throttle"` -> 400 `ThrottlingException`; `mode = "sleep"` sleeps `sleep_s` first.
 
-boto3 reaches it through `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`. Tests only.
+boto3 reaches it through `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`. Used by the tests and by
+bench/bench_lambda.py only.
 """
 
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import json
 import re
 import threading
@@ -25,12 +27,25 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
 from urllib.parse import unquote, urlsplit
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 FORWARDED_HEADERS = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
 ROUTE = re.compile(r"^/endpoints/([^/]+)/invocations$")
+HANDLER_FILE = Path(__file__).resolve().parent.parent / "lambda" / "handler.py"
+
+
+def load_handler() -> ModuleType:
+    """A fresh copy of lambda/handler.py (a new container: no client yet), loaded by path as
+    the Lambda runtime does (`lambda` is a Python keyword, not an importable package)."""
+    spec = importlib.util.spec_from_file_location("lambda_handler", HANDLER_FILE)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class RuntimeStandIn(ThreadingHTTPServer):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
 import io
 import json
 from collections.abc import Iterator
@@ -18,23 +17,14 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import SAMPLE_CLASSES
 from PIL import Image
-from runtime_standin import ACCOUNT, RuntimeStandIn, running_standin
+from runtime_standin import ACCOUNT, RuntimeStandIn, load_handler, running_standin
 from serving import running_server
 
-REPO = Path(__file__).resolve().parent.parent
 EVENTS = Path(__file__).resolve().parent / "lambda_events"
 ENDPOINT = "Dogbreed-Endpoint"
 SECRET_MARKERS = (ACCOUNT, "arn:aws", "log-group", "LogStream", "Traceback", "aws_request_id")
-
-
-def load_handler() -> ModuleType:
-    # `lambda` is a keyword: load the file the way the Lambda runtime does, by path.
-    spec = importlib.util.spec_from_file_location("lambda_handler", REPO / "lambda" / "handler.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class LambdaContext:
@@ -138,10 +128,13 @@ def test_direct_invocation(lam: ModuleType, standin: RuntimeStandIn) -> None:
     assert standin.last_headers["X-Amzn-SageMaker-Custom-Attributes"] == "top_k=2"
 
 
-def test_direct_invocation_default_top_k_and_image_alias(lam: ModuleType) -> None:
+def test_direct_invocation_default_top_k_and_image_alias(
+    lam: ModuleType, standin: RuntimeStandIn
+) -> None:
     status, _, body = call(lam, {"image": b64(png_bytes())})
     assert status == 200
-    assert_top_k(body, 3)  # the serving stack's default
+    assert "X-Amzn-SageMaker-Custom-Attributes" not in standin.last_headers  # server default
+    assert_top_k(body, SAMPLE_CLASSES)  # its default (5) covers all sample classes
 
 
 def test_rest_v1_json_body(lam: ModuleType) -> None:
@@ -177,7 +170,9 @@ def test_http_v2_json_not_base64(lam: ModuleType) -> None:
 
 
 def test_function_url_octet_stream(lam: ModuleType) -> None:
-    status, _, result = call(lam, event("function_url", b64(jpeg_bytes()), True))
+    evt = event("function_url", b64(jpeg_bytes()), True)
+    evt["queryStringParameters"] = {"top_k": "3"}
+    status, _, result = call(lam, evt)
     assert status == 200
     assert_top_k(result, 3)
 
@@ -244,7 +239,7 @@ def test_image_the_model_cannot_read_is_400_with_the_servers_message(
     evt = event("function_url", b64(b"this is not an image at all"), True)
     status, _, body = call(lam, evt)
     assert status == 400
-    assert body["error"] == "bad_input"
+    assert body["error"] != "model_error"  # the server's own code, e.g. invalid_image
     assert body["message"] and "Received client error" not in body["message"]
     assert standin.requests == 1  # the container refused it: a ModelError, not retried
 
