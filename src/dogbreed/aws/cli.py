@@ -1,14 +1,13 @@
 """`dogbreed sagemaker train|tune|deploy|invoke|autoscale|delete`.
 
-Each action's module is imported only when that action is named (or for `--help` of the
-group), and none of them imports boto3 at module level.
+The action modules are small and import no boto3 at module level, so all of them are loaded
+to build the parser.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 # action -> (module, add_arguments, main, one-line help)
 ACTIONS: dict[str, tuple[str, str, str, str]] = {
@@ -47,14 +46,12 @@ ACTIONS: dict[str, tuple[str, str, str, str]] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    action = next((a for a in sys.argv[1:] if a in ACTIONS), None)
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, (module_name, add_name, main_name, help_text) in ACTIONS.items():
         subparser = sub.add_parser(name, help=help_text, description=help_text)
-        if action in (None, name):
-            module = importlib.import_module(module_name)
-            getattr(module, add_name)(subparser)
-            subparser.set_defaults(_action_main=getattr(module, main_name))
+        module = importlib.import_module(module_name)
+        getattr(module, add_name)(subparser)
+        subparser.set_defaults(_action_main=getattr(module, main_name))
 
 
 def main(args: argparse.Namespace) -> int:
