@@ -68,6 +68,9 @@ class RuntimeStandIn(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: RuntimeStandIn
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and
+    # delayed ACKs add ~40 ms to every answer and would swamp the benchmark.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
         pass
