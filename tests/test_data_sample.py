@@ -88,3 +88,19 @@ def test_refuses_to_overwrite_and_bad_arguments(tmp_path: Path) -> None:
         generate_sample(tmp_path / "x", per_class=0)
     assert not (tmp_path / "x").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dogbreed.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["data", "sample", str(out), "--classes", "2", "--per-class", "2"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert main(["data", "check", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == "2 classes, images: train=4, valid=6, test=6"
+    assert main(["data", "sample", str(out), "--classes", "2"]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert main(["data", "sample", str(out), "--classes", "3", "--per-class", "1", "--force"]) == 0
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "check", str(tmp_path / "empty")]) == 1
+    assert "missing: train, valid, test" in capsys.readouterr().err
