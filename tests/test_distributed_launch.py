@@ -189,40 +189,74 @@ LAUNCHER = textwrap.dedent(
     sys.exit(run_child(child, {"PATH": "/usr/bin:/bin"}))
     """
 )
-# A stand-in for torchrun: records the signal it got, then exits with a distinctive code.
+# A stand-in for torchrun: logs every SIGTERM it gets, then exits with a distinctive code.
 CHILD = textwrap.dedent(
     """
-    import signal, sys, time, pathlib
+    import os, signal, sys, time, pathlib
     marker = pathlib.Path(sys.argv[1])
+    got = []
     def stop(signum, frame):
-        marker.write_text(signal.Signals(signum).name)
-        sys.exit(7)
+        got.append(signal.Signals(signum).name)
+        marker.write_text(" ".join(got))
     signal.signal(signal.SIGTERM, stop)
-    marker.with_suffix(".ready").write_text("")
-    time.sleep(60)
-    sys.exit(3)
+    marker.with_suffix(".tmp").write_text(str(os.getpid()))
+    os.replace(marker.with_suffix(".tmp"), marker.with_suffix(".ready"))  # atomic: no half file
+    end = time.monotonic() + 60
+    while not got and time.monotonic() < end:
+        time.sleep(0.05)
+    time.sleep(1)  # room for a duplicate signal to arrive
+    sys.exit(7 if got else 3)
     """
 )
 
 
-def test_sigterm_is_forwarded_to_the_child_and_its_exit_code_returned(tmp_path: Path) -> None:
-    marker = tmp_path / "got"
+def start_launcher(marker: Path) -> subprocess.Popen[bytes]:
+    """The launcher in its own process group, like PID 1 under `tini -g` in the image."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, CHILD, str(marker)], env={**os.environ, "PYTHONPATH": ""}
+        [sys.executable, "-c", LAUNCHER, CHILD, str(marker)], start_new_session=True
     )
+    deadline = time.monotonic() + 60
+    while not marker.with_suffix(".ready").exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("the child never started")
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["launcher", "process-group"])
+def test_sigterm_reaches_the_child_once_and_its_exit_code_is_returned(
+    tmp_path: Path, whole_group: bool
+) -> None:
+    marker = tmp_path / "got"
+    proc = start_launcher(marker)
     try:
-        deadline = time.monotonic() + 60
-        while not marker.with_suffix(".ready").exists():
-            assert time.monotonic() < deadline, "child never started"
-            assert proc.poll() is None, "launcher died"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
+        child_pid = int(marker.with_suffix(".ready").read_text())
+        # Its own group: a group-wide signal reaches it once, through the launcher, not twice
+        # (two close SIGTERMs often coalesce, so the count alone would not prove this).
+        assert os.getpgid(child_pid) != os.getpgid(proc.pid)
+        if whole_group:  # tini -g / Ctrl-C: every process of the group gets the signal
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:  # docker stop without tini -g: only PID 1
+            proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 7
-        assert marker.read_text() == "SIGTERM"
+        assert marker.read_text() == "SIGTERM"  # once, not twice
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_child_does_not_outlive_a_killed_launcher(tmp_path: Path) -> None:
+    marker = tmp_path / "got"
+    proc = start_launcher(marker)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the child kept running after its launcher died"
+        time.sleep(0.05)
+    assert marker.read_text() == "SIGTERM"
 
 
 def test_a_child_killed_by_a_signal_reports_128_plus_n() -> None:

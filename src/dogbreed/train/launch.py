@@ -22,6 +22,7 @@ This module imports nothing heavy: torch only runs in the child.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import signal
@@ -53,6 +54,7 @@ ENV_HOST_ADDRESSES = "DOGBREED_HOST_ADDRESSES"
 # torchrun sets these in every worker; their presence means "train, do not launch again".
 WORKER_MARKERS = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK")
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class LaunchError(RuntimeError):
@@ -306,21 +308,41 @@ def child_environment(plan: LaunchPlan, environ: Mapping[str, str]) -> dict[str,
 
 
 def run_child(cmd: Sequence[str], env: Mapping[str, str]) -> int:
-    """Run `cmd`, forwarding SIGTERM/SIGINT to it; its exit code (128+N when killed by N)."""
-    child = subprocess.Popen(list(cmd), env=dict(env))
+    """Run `cmd`, forwarding SIGTERM/SIGINT to it; its exit code (128+N when killed by N).
+
+    The child gets its own session so that a signal sent to our whole process group (tini -g,
+    Ctrl-C) reaches it once, through us, not twice; it is told to die with us, so it cannot
+    outlive a launcher killed with SIGKILL.
+    """
+    child: subprocess.Popen[bytes] | None = None
+    early: list[int] = []  # a signal that came before the child existed
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         log.warning("received %s, stopping the distributed job", signal.Signals(signum).name)
-        if child.poll() is None:
+        if child is None:
+            early.append(signum)
+        elif child.poll() is None:
             child.send_signal(signum)
 
+    # Handlers first: a SIGTERM right after the child starts must not kill only us.
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:
+        child = subprocess.Popen(
+            list(cmd), env=dict(env), start_new_session=True, preexec_fn=_die_with_parent
+        )
+        if early:
+            child.send_signal(early[0])
         code = child.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 128 - code if code < 0 else code
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the launcher dies (Linux prctl)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def maybe_launch(
