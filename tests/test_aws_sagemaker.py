@@ -1,0 +1,416 @@
+"""`dogbreed sagemaker train|deploy|invoke|autoscale|delete` over HTTP against moto's server.
+
+moto implements everything used here except `sagemaker.update_endpoint`: that one call goes to
+a client under botocore's Stubber (fixture `update_stub`), every other call to moto.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from aws_fake_container import running_container
+from botocore.stub import ANY, Stubber
+from PIL import Image
+from runtime_standin import running_standin
+
+from dogbreed.aws.clients import Aws
+from dogbreed.cli import main
+from dogbreed.train.report import METRIC_DEFINITIONS, epoch_line
+
+ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker-execution"
+TRAIN_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dogbreed-train:git-abc"
+SERVE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dogbreed-serve:git-abc"
+TRAIN = ["sagemaker", "train", "--image", TRAIN_IMAGE, "--role", ROLE]
+TRAIN += ["--output", "s3://dogbreed-bucket/jobs", "--poll-seconds", "1"]
+
+
+def deploy_argv(endpoint: str = "dogs", *extra: str) -> list[str]:
+    return [
+        "sagemaker",
+        "deploy",
+        "--endpoint-name",
+        endpoint,
+        "--model-data",
+        "s3://dogbreed-bucket/jobs/j/output/model.tar.gz",
+        "--image",
+        SERVE_IMAGE,
+        "--role",
+        ROLE,
+        "--poll-seconds",
+        "1",
+        *extra,
+    ]
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture()
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every operation our commands call, in order (moto does not check the order)."""
+    seen: list[str] = []
+    original = Aws.client
+
+    def client(self: Aws, service: str, **kwargs: Any) -> Any:
+        made = original(self, service, **kwargs)
+        made.meta.events.register(
+            "before-parameter-build.*.*", lambda model, **_: seen.append(model.name)
+        )
+        return made
+
+    monkeypatch.setattr(Aws, "client", client)
+    return seen
+
+
+@pytest.fixture()
+def update_stub(
+    moto_server: str, calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stubber]:
+    """moto has no UpdateEndpoint: only that method is taken from a client under the Stubber."""
+    stubbed = boto3.client("sagemaker", region_name="us-east-1")
+    stubbed.meta.events.register(
+        "before-parameter-build.*.*", lambda model, **_: calls.append(model.name)
+    )
+    stubber = Stubber(stubbed)
+    recording = Aws.client
+
+    def client(self: Aws, service: str, **kwargs: Any) -> Any:
+        made = recording(self, service, **kwargs)
+        if service == "sagemaker":
+            made.update_endpoint = stubbed.update_endpoint
+        return made
+
+    monkeypatch.setattr(Aws, "client", client)
+    with stubber:
+        yield stubber
+    stubber.assert_no_pending_responses()
+
+
+def test_every_action_has_help_and_aws_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    for action in ("train", "tune", "deploy", "invoke", "autoscale", "delete"):
+        with pytest.raises(SystemExit) as info:
+            main(["sagemaker", action, "--help"])
+        assert info.value.code == 0
+        text = capsys.readouterr().out
+        for flag in ("--region", "--profile", "--dry-run"):
+            assert flag in text, (action, flag)
+
+
+def test_train_spot_vpc_job_on_moto(moto_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        *TRAIN,
+        "--job-name",
+        "dogbreed-test-1",
+        "--data",
+        "s3://dogbreed-bucket/dogImages",
+        "--instance-count",
+        "2",
+        "--spot",
+        "--max-run",
+        "3600",
+        "--checkpoint-s3",
+        "s3://dogbreed-bucket/checkpoints/dogbreed-test-1",
+        "--network-isolation",
+        "--subnets",
+        "subnet-1, subnet-2",
+        "--security-groups",
+        "sg-1",
+        "--epochs",
+        "3",
+        "--backbone",
+        "resnet18",
+        "--tag",
+        "project=dogbreed",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "status: Completed" in out
+    assert "model artifact: s3://dogbreed-bucket/jobs/dogbreed-test-1/output/model.tar.gz" in out
+    job = boto3.client("sagemaker").describe_training_job(TrainingJobName="dogbreed-test-1")
+    hps = job["HyperParameters"]
+    assert json.loads(hps["epochs"]) == 3 and json.loads(hps["backbone"]) == "resnet18"
+    assert job["EnableManagedSpotTraining"] is True
+    assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    assert job["CheckpointConfig"]["S3Uri"] == "s3://dogbreed-bucket/checkpoints/dogbreed-test-1"
+    assert job["VpcConfig"] == {"Subnets": ["subnet-1", "subnet-2"], "SecurityGroupIds": ["sg-1"]}
+    assert job["EnableNetworkIsolation"] is True
+    assert job["ResourceConfig"]["InstanceCount"] == 2
+    channel = job["InputDataConfig"][0]
+    assert channel["ChannelName"] == "training"
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == "s3://dogbreed-bucket/dogImages"
+
+
+def test_train_dry_run_sends_split_channels_and_metric_definitions(
+    aws_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No server: a real request would fail to connect.
+    splits = [f"--{s}=s3://dogbreed-bucket/dogImages/{s}" for s in ("train", "valid", "test")]
+    assert main([*TRAIN, *splits, "--dry-run"]) == 0
+    (call,) = json_lines(capsys.readouterr().out)
+    assert call["operation"] == "CreateTrainingJob"
+    params = call["params"]
+    assert [c["ChannelName"] for c in params["InputDataConfig"]] == ["train", "valid", "test"]
+    definitions = params["AlgorithmSpecification"]["MetricDefinitions"]
+    assert definitions == METRIC_DEFINITIONS
+    line = epoch_line(
+        3,
+        {
+            "train_loss": 0.512,
+            "train_acc": 0.801,
+            "valid_loss": 0.604,
+            "valid_acc": 0.871,
+            "lr": 0.000812,
+            "images_per_sec": 123.4,
+        },
+    )
+    found = {d["Name"]: re.search(d["Regex"], line) for d in definitions}
+    assert found["valid_acc"] is not None and float(found["valid_acc"].group(1)) == 0.871
+    assert re.match(r"^dogbreed-\d{8}-\d{6}-\d{3}$", params["TrainingJobName"])
+    assert "MaxWaitTimeInSeconds" not in params["StoppingCondition"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--data", "s3://dogbreed-bucket/d", "--spot"], "--spot needs --checkpoint-s3"),
+        (
+            "--data s3://dogbreed-bucket/d --spot --checkpoint-s3 s3://dogbreed-bucket/c "
+            "--max-run 100 --max-wait 50".split(),
+            "must be at least --max-run",
+        ),
+        (["--train", "s3://dogbreed-bucket/t"], "all three of --train"),
+        (["--data", "/local/path"], "must be an S3 URI"),
+        (["--data", "s3://dogbreed-bucket/d", "--subnets", "s-1"], "both --subnets"),
+        (["--data", "s3://dogbreed-bucket/d", "--epochs", "two"], "hyperparameters:"),
+        (["--data", "s3://dogbreed-bucket/d", "--job-name", "bad_name"], "invalid training job"),
+    ],
+)
+def test_train_rejects_bad_flags(
+    aws_env: None, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert main([*TRAIN, *extra, "--dry-run"]) == 1
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert captured.out == ""  # nothing was (or would have been) sent
+
+
+def test_deploy_creates_model_config_endpoint(
+    moto_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = deploy_argv("dogs", "--workers", "2", "--batch-size", "4", "--env", "EXTRA=1")
+    argv += ["--capture-s3", "s3://dogbreed-bucket/capture", "--capture-percent", "20"]
+    assert main(argv) == 0
+    assert "status: InService" in capsys.readouterr().out
+    sm = boto3.client("sagemaker")
+    endpoint = sm.describe_endpoint(EndpointName="dogs")
+    config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    variant = config["ProductionVariants"][0]
+    assert variant["InstanceType"] == "ml.m5.large" and variant["VariantName"] == "AllTraffic"
+    assert config["DataCaptureConfig"]["InitialSamplingPercentage"] == 20
+    model = sm.describe_model(ModelName=variant["ModelName"])
+    assert model["ExecutionRoleArn"] == ROLE
+    assert model["PrimaryContainer"]["Environment"] == {
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+        "SAGEMAKER_MODEL_SERVER_BATCH_SIZE": "4",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "60",
+        "EXTRA": "1",
+    }
+    tags = sm.list_tags(ResourceArn=model["ModelArn"])["Tags"]
+    assert {"Key": "dogbreed:endpoint", "Value": "dogs"} in tags
+
+
+def test_deploy_rejects_bad_server_environment(
+    aws_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*deploy_argv("dogs", "--workers", "0"), "--dry-run"]) == 1
+    assert "model server environment: workers must be at least 1" in capsys.readouterr().err
+
+
+def test_redeploy_is_blue_green_and_keeps_autoscaling(
+    update_stub: Stubber, calls: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(deploy_argv("dogs")) == 0
+    sm = boto3.client("sagemaker")
+    first_config = sm.describe_endpoint(EndpointName="dogs")["EndpointConfigName"]
+    autoscale = ["sagemaker", "autoscale", "--endpoint-name", "dogs", "--max", "4"]
+    assert main([*autoscale, "--target", "900"]) == 0
+    update_stub.add_response(
+        "update_endpoint",
+        {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/dogs"},
+        {
+            "EndpointName": "dogs",
+            "EndpointConfigName": ANY,
+            "DeploymentConfig": {
+                "BlueGreenUpdatePolicy": {
+                    "TrafficRoutingConfiguration": {
+                        "Type": "CANARY",
+                        "WaitIntervalInSeconds": 120,
+                        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 25},
+                    },
+                    "TerminationWaitInSeconds": 300,
+                },
+                "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "dogs-5xx"}]},
+            },
+        },
+    )
+    calls.clear()
+    update = ["--instance-type", "ml.c5.xlarge", "--traffic-routing", "CANARY"]
+    update += ["--traffic-percent", "25", "--wait-interval", "120", "--rollback-alarm", "dogs-5xx"]
+    assert main(deploy_argv("dogs", *update)) == 0
+    # The instance type changes: deregister, update, then register the target before its policy.
+    order = [c for c in calls if c in ("DeregisterScalableTarget", "UpdateEndpoint")]
+    order += [c for c in calls if c in ("RegisterScalableTarget", "PutScalingPolicy")]
+    assert order == [
+        "DeregisterScalableTarget",
+        "UpdateEndpoint",
+        "RegisterScalableTarget",
+        "PutScalingPolicy",
+    ]
+    assert calls.index("DeregisterScalableTarget") < calls.index("UpdateEndpoint")
+    assert calls.index("UpdateEndpoint") < calls.index("RegisterScalableTarget")
+    assert calls.index("RegisterScalableTarget") < calls.index("PutScalingPolicy")
+    aas = boto3.client("application-autoscaling")
+    rid = "endpoint/dogs/variant/AllTraffic"
+    (target,) = aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[rid])[
+        "ScalableTargets"
+    ]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 4)
+    (policy,) = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=rid)[
+        "ScalingPolicies"
+    ]
+    assert policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 900
+    # The config the endpoint still used during the update was not deleted.
+    sm.describe_endpoint_config(EndpointConfigName=first_config)
+    assert "UpdateEndpoint" in calls and "CreateEndpoint" not in calls
+
+
+def test_redeploy_same_instance_type_leaves_autoscaling_alone(
+    update_stub: Stubber, calls: list[str]
+) -> None:
+    assert main(deploy_argv("dogs")) == 0
+    assert main(["sagemaker", "autoscale", "--endpoint-name", "dogs", "--target", "600"]) == 0
+    update_stub.add_response(
+        "update_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/dogs"}
+    )
+    calls.clear()
+    assert main(deploy_argv("dogs", "--no-wait")) == 0
+    assert "UpdateEndpoint" in calls
+    assert "DeregisterScalableTarget" not in calls and "RegisterScalableTarget" not in calls
+
+
+def test_autoscale_registers_target_before_policy(
+    moto_server: str, calls: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(deploy_argv("dogs")) == 0
+    calls.clear()
+    argv = ["sagemaker", "autoscale", "--endpoint-name", "dogs", "--min", "1", "--max", "4"]
+    argv += ["--target", "1356", "--scale-in-cooldown", "600", "--scale-out-cooldown", "30"]
+    assert main(argv) == 0
+    # moto accepts a policy without a target; AWS does not: check the order ourselves.
+    assert calls.index("DescribeEndpoint") < calls.index("RegisterScalableTarget")
+    assert calls.index("RegisterScalableTarget") < calls.index("PutScalingPolicy")
+    aas = boto3.client("application-autoscaling")
+    rid = "endpoint/dogs/variant/AllTraffic"
+    targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[rid])
+    assert targets["ScalableTargets"][0]["ScalableDimension"] == (
+        "sagemaker:variant:DesiredInstanceCount"
+    )
+    (policy,) = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=rid)[
+        "ScalingPolicies"
+    ]
+    config = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert config["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
+        "SageMakerVariantInvocationsPerInstance"
+    )
+    assert (config["TargetValue"], config["ScaleInCooldown"], config["ScaleOutCooldown"]) == (
+        1356,
+        600,
+        30,
+    )
+    assert main(["sagemaker", "autoscale", "--endpoint-name", "dogs", "--off"]) == 0
+    assert (
+        aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[rid])[
+            "ScalableTargets"
+        ]
+        == []
+    )
+
+
+def test_autoscale_errors(moto_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["sagemaker", "autoscale", "--endpoint-name", "nowhere"]
+    assert main(base) == 1
+    assert "--target is required" in capsys.readouterr().err
+    assert main([*base, "--target", "100", "--min", "5", "--max", "4"]) == 1
+    assert "--min (5) <= --max (4)" in capsys.readouterr().err
+    assert main([*base, "--target", "100"]) == 1
+    assert "endpoint 'nowhere' not found" in capsys.readouterr().err
+
+
+def test_delete_removes_only_what_deploy_created_for_it(
+    moto_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(deploy_argv("dogs")) == 0
+    assert main(deploy_argv("dogs-v2")) == 0  # its names also contain "dogs"
+    assert main(["sagemaker", "autoscale", "--endpoint-name", "dogs", "--target", "60"]) == 0
+    capsys.readouterr()
+    assert main(["sagemaker", "delete", "--endpoint-name", "dogs"]) == 0
+    out = capsys.readouterr().out
+    assert "deleted scalable target endpoint/dogs/variant/AllTraffic" in out
+    assert "deleted endpoint dogs" in out
+    sm = boto3.client("sagemaker")
+    assert [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]] == ["dogs-v2"]
+    configs = [c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]]
+    models = [m["ModelName"] for m in sm.list_models()["Models"]]
+    assert len(configs) == 1 and configs[0].startswith("dogs-v2-")
+    assert len(models) == 1 and models[0].startswith("dogs-v2-")
+    assert main(["sagemaker", "delete", "--endpoint-name", "dogs"]) == 0
+    assert capsys.readouterr().out == "nothing to delete\n"
+
+
+@pytest.fixture()
+def jpeg(tmp_path: Path) -> Path:
+    path = tmp_path / "dog.jpg"
+    Image.new("RGB", (64, 48), (90, 60, 30)).save(path, "JPEG")
+    return path
+
+
+def test_invoke_sends_the_image_and_prints_top_k(
+    aws_env: None, jpeg: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The runtime stand-in plays `POST /endpoints/<name>/invocations` (moto's is canned) and
+    # forwards to a local container; the request crosses two real HTTP hops.
+    with running_container() as container, running_standin("dogs", container.url) as runtime:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime.url)
+        argv = ["sagemaker", "invoke", "--endpoint-name", "dogs", "--image", str(jpeg)]
+        assert main([*argv, "--top-k", "3"]) == 0
+        assert container.last_body == jpeg.read_bytes()
+        assert container.last_headers["X-Amzn-SageMaker-Custom-Attributes"] == "top_k=3"
+        answer = json.loads(capsys.readouterr().out)
+        assert [p["label"] for p in answer["predictions"]] == ["Affenpinscher", "Beagle", "Collie"]
+        container.status = 415
+        assert main(argv) == 1
+        error = capsys.readouterr().err
+        assert error.startswith("error: InvokeEndpoint failed (ModelError)")
+        assert "415" in error
+        argv[3] = "cats"
+        assert main(argv) == 1
+        assert "InvokeEndpoint failed (ValidationError)" in capsys.readouterr().err
+
+
+def test_invoke_bad_input(
+    aws_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["sagemaker", "invoke", "--endpoint-name", "dogs", "--dry-run", "--image"]
+    assert main([*argv, str(tmp_path / "missing.jpg")]) == 1
+    assert "no such file" in capsys.readouterr().err
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff" * (6 * 1024 * 1024 + 1))
+    assert main([*argv, str(big)]) == 1
+    assert "at most 6291456" in capsys.readouterr().err
