@@ -1,0 +1,150 @@
+"""`dogbreed tune` with the real trainer on tiny generated data: persistence, resume, pruning,
+best-parameters file, summary and plots. Also checks that SageMaker's MetricDefinitions parse
+the trainer's real stdout."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+
+from dogbreed.cli import main as dogbreed
+from dogbreed.config import TrainConfig
+from dogbreed.train.environment import load_config
+from dogbreed.train.report import METRIC_DEFINITIONS
+from dogbreed.tune import local
+
+EPOCHS = 3
+# Everything but the learning rate fixed: small, fast, and the trials differ only where we
+# choose (the enqueued learning rates below).
+FIXED = (
+    f"--backbone resnet18 --image-size 64 --epochs {EPOCHS} --batch-size 8 --workers 0 "
+    "--freeze backbone --optimizer adamw --warmup-epochs 0 --label-smoothing 0 "
+    "--weight-decay 0.0001 --seed 0"
+).split()
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from dogbreed.data.sample import generate_sample
+
+    # Smaller than the shared sample_data: each trial runs 3 epochs on 2 shared CPU cores.
+    return generate_sample(tmp_path_factory.mktemp("tune") / "data", classes=3, per_class=8)
+
+
+def tune(data: Path, out: Path, n_trials: int, *extra: str) -> int:
+    argv = ["tune", "--data", str(data), "--output-dir", str(out), "--n-trials", str(n_trials)]
+    return dogbreed([*argv, "--pruner-startup-trials", "2", *FIXED, *extra])
+
+
+# 10.0 is outside the searched range on purpose: Optuna warns and runs it anyway.
+@pytest.mark.filterwarnings("ignore:Fixed parameter learning_rate:UserWarning")
+def test_study_persists_resumes_and_prunes_a_hopeless_trial(
+    tiny_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "tuning"
+    storage = f"sqlite:///{out / 'study.db'}"
+    out.mkdir()
+    # Two sensible learning rates first, so that the median pruner has a reference.
+    seed_study = optuna.create_study(storage=storage, study_name="dogbreed")
+    seed_study.enqueue_trial({"learning_rate": 3e-3})
+    seed_study.enqueue_trial({"learning_rate": 1e-3})
+
+    assert tune(tiny_data, out, 2) == 0
+    first = capfd.readouterr().out
+    study = optuna.load_study(storage=storage, study_name="dogbreed")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert all(len(t.intermediate_values) == EPOCHS for t in study.trials)
+    assert re.search(r"^trial\s+state\s+valid_loss\s+epochs", first, re.MULTILINE)
+    assert (out / local.HISTORY_PLOT).stat().st_size > 0
+    assert (out / local.INTERMEDIATE_PLOT).stat().st_size > 0
+    for t in study.trials:
+        assert (Path(t.user_attrs["dir"]) / "model" / "model.onnx").is_file()
+
+    # The best parameters, read the way `dogbreed train --base-dir OUT/best` reads them.
+    best_cfg = load_config(out / local.BEST_BASE_DIR)
+    best = study.best_trial
+    assert best_cfg.learning_rate == best.params["learning_rate"]
+    assert (best_cfg.backbone, best_cfg.epochs, best_cfg.image_size) == ("resnet18", EPOCHS, 64)
+
+    # Resume: the same storage and name continue the study; an absurd learning rate is pruned
+    # well before its last epoch.
+    study.enqueue_trial({"learning_rate": 10.0})
+    assert tune(tiny_data, out, 3) == 0
+    study = optuna.load_study(storage=storage, study_name="dogbreed")
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "COMPLETE", "PRUNED"]
+    bad = study.trials[2]
+    assert bad.params["learning_rate"] == 10.0
+    assert bad.last_step is not None and bad.last_step < EPOCHS
+    assert not (Path(bad.user_attrs["dir"]) / "model").exists()  # stopped before saving
+    summary = capfd.readouterr().out
+    assert re.search(r"^2\s+PRUNED", summary, re.MULTILINE)
+
+    # Already 3 finished trials: nothing more runs.
+    assert tune(tiny_data, out, 3) == 0
+    assert len(optuna.load_study(storage=storage, study_name="dogbreed").trials) == 3
+
+
+def test_resuming_with_other_fixed_values_is_refused(
+    tiny_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "tuning"
+    settings = local.StudySettings(
+        storage=f"sqlite:///{tmp_path / 'study.db'}", fixed=frozenset({"epochs"})
+    )
+    local.open_study(settings, TrainConfig(epochs=5))
+    code = dogbreed(
+        ["tune", "--data", str(tiny_data), "--output-dir", str(out), "--epochs", "2",
+         "--storage", settings.storage, "--n-trials", "1"]
+    )  # fmt: skip
+    assert code == 2
+    err = capfd.readouterr().err
+    assert "error: study 'dogbreed'" in err and "new --study-name" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--n-trials", "0"], "--n-trials must be at least 1"),
+        (["--learning-rate", "fast"], "learning_rate"),
+        (["--storage", "nosuchdb://x"], "cannot open study storage"),
+    ],
+)
+def test_bad_input_is_a_clear_error(
+    tiny_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture, argv: list[str], message: str
+) -> None:
+    code = dogbreed(["tune", "--data", str(tiny_data), "--output-dir", str(tmp_path), *argv])
+    assert code == 2
+    assert message in capfd.readouterr().err
+
+
+def test_missing_data_is_a_clear_error(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    assert dogbreed(["tune", "--data", str(tmp_path / "nope"), "--output-dir", str(tmp_path)]) == 2
+    assert "needs train/ and valid/" in capfd.readouterr().err
+
+
+def test_metric_definitions_parse_real_trainer_output(
+    tiny_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    """SageMaker applies each Regex to the job's log; run the real trainer and do the same."""
+    work = tmp_path / "job"
+    code = dogbreed(
+        ["train", "--data", str(tiny_data), "--model-dir", str(work / "model"),
+         "--output-dir", str(work / "output"), "--checkpoint-dir", str(work / "ckpt"),
+         *FIXED, "--epochs", "2", "--learning-rate", "0.001"]
+    )  # fmt: skip
+    assert code == 0
+    log = capfd.readouterr().out
+    found = {d["Name"]: [float(v) for v in re.findall(d["Regex"], log)] for d in METRIC_DEFINITIONS}
+    metrics = json.loads((work / "output" / "data" / "metrics.json").read_text())
+    history = metrics["history"]
+    assert found["epoch"] == [1.0, 2.0]
+    for key in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
+        assert found[key] == pytest.approx([h[key] for h in history], abs=1e-4)
+    assert found["test_acc"] == pytest.approx([metrics["final"]["test_acc"]], abs=1e-4)
+    # The tuning objectives are among the scraped names.
+    assert {"valid_loss", "valid_acc"} <= found.keys()
