@@ -304,7 +304,8 @@ def main(args: argparse.Namespace) -> int:
     sm = aws.client("sagemaker")
     if request is not None:
         arn = sm.create_hyper_parameter_tuning_job(**request).get("HyperParameterTuningJobArn")
-        print(f"created tuning job {name} {arn or ''}".rstrip())
+        if not aws.dry_run:
+            print(f"created tuning job {name} {arn}")
     if aws.dry_run or (request is not None and not args.wait):
         return 0  # dry run: nothing exists to follow; --no-wait: `--attach NAME` reports later
     status = "Completed"
