@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Push a local image to Amazon ECR, tagged with the git revision (and a version).
+#
+# Usage: scripts/push_ecr.sh [--build] IMAGE REPO [VERSION]
+#   IMAGE    local image, e.g. dogbreed-serve:latest
+#   REPO     ECR repository name, e.g. dogbreed-serve (created if missing: scan on push,
+#            immutable tags)
+#   VERSION  optional extra tag, e.g. 1.2.0
+#   --build  build IMAGE first with scripts/build_images.sh (dogbreed-train -> train,
+#            dogbreed-serve -> serve, dogbreed-serve:gpu -> serve-gpu)
+#
+# Tags: git-<12-char revision>, with -dirty-<UTC time> when tracked files have uncommitted
+# changes (tags are immutable, so a dirty build never takes a clean revision's tag), and VERSION.
+# stdout: one pushed image URI per line (git tag first); progress goes to stderr.
+#
+# Environment:
+#   AWS_REGION / AWS_DEFAULT_REGION  region (default: the AWS CLI profile's)
+#   AWS_PROFILE                      AWS CLI profile
+#   AWS_ENDPOINT_URL                 other endpoint for the ECR/STS API calls (tests: moto)
+#   ECR_REGISTRY_OVERRIDE            push to this registry host instead of
+#                                    ACCOUNT.dkr.ecr.REGION.amazonaws.com (tests: a local one)
+set -euo pipefail
+
+log() { echo "push_ecr: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+
+build=0
+if [[ "${1:-}" == "--build" ]]; then build=1; shift; fi
+[[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && usage
+[[ $# -ge 2 && $# -le 3 ]] || usage
+image="$1" repo="$2" version="${3:-}"
+[[ "$repo" =~ ^[a-z0-9]+([._/-][a-z0-9]+)*$ ]] || die "invalid repository name: $repo"
+[[ -z "$version" || "$version" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] \
+  || die "invalid version tag: $version"
+command -v aws >/dev/null || die "the AWS CLI (aws) is not installed"
+command -v docker >/dev/null || die "docker is not installed"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+region="${AWS_REGION:-${AWS_DEFAULT_REGION:-$(aws configure get region 2>/dev/null || true)}}"
+[[ -n "$region" ]] || die "no AWS region: set AWS_REGION"
+
+if ((build)); then
+  name="${image%%:*}" tag=latest
+  [[ "$image" == *:* ]] && tag="${image##*:}"
+  target="${name##*-}"
+  [[ "$tag" == gpu ]] && target="$target-gpu"
+  IMAGE_PREFIX="${name%-*}" IMAGE_TAG="$tag" "$root/scripts/build_images.sh" "$target" >&2
+fi
+docker image inspect "$image" >/dev/null 2>&1 || die "no local image $image (build it or use --build)"
+
+revision="$(git -C "$root" rev-parse --short=12 HEAD)" || die "not a git checkout: $root"
+if [[ -n "$(git -C "$root" status --porcelain --untracked-files=no)" ]]; then
+  revision="$revision-dirty-$(date -u +%Y%m%d%H%M%S)"
+fi
+tags=("git-$revision")
+[[ -n "$version" ]] && tags+=("$version")
+
+account="$(aws sts get-caller-identity --query Account --output text)" \
+  || die "cannot read the AWS account (credentials?)"
+registry="${ECR_REGISTRY_OVERRIDE:-$account.dkr.ecr.$region.amazonaws.com}"
+
+if ! error="$(aws ecr describe-repositories --region "$region" --repository-names "$repo" 2>&1 \
+  >/dev/null)"; then
+  [[ "$error" == *RepositoryNotFoundException* ]] || die "$error"
+  aws ecr create-repository --region "$region" --repository-name "$repo" \
+    --image-scanning-configuration scanOnPush=true --image-tag-mutability IMMUTABLE >/dev/null
+  log "created repository $repo (scan on push, immutable tags)"
+fi
+
+aws ecr get-login-password --region "$region" \
+  | docker login --username AWS --password-stdin "$registry" >&2 \
+  || die "docker login to $registry failed"
+
+for tag in "${tags[@]}"; do
+  uri="$registry/$repo:$tag"
+  docker tag "$image" "$uri"
+  log "pushing $uri"
+  docker push "$uri" >&2 || die "push of $uri failed (an immutable tag cannot be pushed twice)"
+  echo "$uri"
+done
