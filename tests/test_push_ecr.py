@@ -78,10 +78,17 @@ def tiny_image() -> Iterator[str]:
     subprocess.run(
         ["docker", "import", "-", name], input=buffer.getvalue(), check=True, capture_output=True
     )
+    image_id = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", name],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     try:
         yield name
     finally:
-        subprocess.run(["docker", "rmi", "-f", name], capture_output=True)
+        # By id: also removes every registry tag the test pushed or pulled back.
+        subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True)
 
 
 def run_script(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -117,24 +124,20 @@ def test_push_creates_repository_and_pushes_pullable_image(
     assert repo["imageTagMutability"] == "IMMUTABLE"
     tags = urllib.request.urlopen(f"http://{registry}/v2/dogbreed-serve/tags/list").read()
     assert b"1.0.0" in tags and revision.encode() in tags
-    try:
-        # Pull it back through docker after dropping the local tags.
-        subprocess.run(["docker", "rmi", *uris], check=True, capture_output=True)
-        subprocess.run(["docker", "pull", uris[1]], check=True, capture_output=True, timeout=120)
-        listing = subprocess.run(
-            ["docker", "image", "inspect", "-f", "{{.Id}}", uris[1], tiny_image],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.split()
-        assert listing[0] == listing[1]  # the same image came back
-        # Second push: the repository exists, so it is not created again.
-        again = run_script(tiny_image, "dogbreed-serve", env=env)
-        assert again.returncode == 0, again.stderr
-        assert "created repository" not in again.stderr
-        uris += again.stdout.split()
-    finally:
-        subprocess.run(["docker", "rmi", "-f", *uris], capture_output=True)
+    # Pull it back through docker after dropping the local tags.
+    subprocess.run(["docker", "rmi", *uris], check=True, capture_output=True)
+    subprocess.run(["docker", "pull", uris[1]], check=True, capture_output=True, timeout=120)
+    listing = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", uris[1], tiny_image],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert listing[0] == listing[1]  # the same image came back
+    # Second push: the repository exists, so it is not created again.
+    again = run_script(tiny_image, "dogbreed-serve", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "created repository" not in again.stderr
 
 
 @pytest.mark.docker
