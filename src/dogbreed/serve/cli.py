@@ -1,0 +1,92 @@
+"""`dogbreed serve`: the SageMaker `serve` contract (/ping, /invocations) on one model.
+
+Imports nothing heavy at module level: the serving modules load onnxruntime (or torch) only
+when `main` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dogbreed.serve.settings import BACKENDS, PRECISIONS
+
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model directory or model.tar.gz (default: $SAGEMAKER_BASE_DIR/model, /opt/ml/model)",
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port (default $SAGEMAKER_BIND_TO_PORT or 8080)")
+    parser.add_argument("--backend", choices=BACKENDS, help="$DOGBREED_BACKEND (default auto)")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, help="torch backend: $DOGBREED_PRECISION (default auto)"
+    )
+    parser.add_argument("--workers", type=int, help="$SAGEMAKER_MODEL_SERVER_WORKERS")
+    parser.add_argument(
+        "--threads", type=int, help="intra-op threads per worker: $DOGBREED_THREADS"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help="MMS batching: $SAGEMAKER_MODEL_SERVER_BATCH_SIZE (8)"
+    )
+    parser.add_argument(
+        "--max-batch-delay-ms",
+        type=int,
+        help="MMS batching: $SAGEMAKER_MODEL_SERVER_MAX_BATCH_DELAY in ms (5)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="writable directory for MMS config, logs, temp files and an extracted tarball "
+        "(default: a fresh temporary directory, removed on exit)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only load the model and run a warm-up batch, then exit (0: servable)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from dogbreed.model.artifact import ArtifactError
+    from dogbreed.serve import server
+    from dogbreed.serve.settings import ServeSettings, SettingsError
+    from dogbreed.train.environment import base_dir
+
+    try:
+        settings = (
+            ServeSettings.from_env()
+            .replace(
+                port=args.port,
+                backend=args.backend,
+                precision=args.precision,
+                workers=args.workers,
+                threads=args.threads,
+                batch_size=args.batch_size,
+                max_batch_delay_ms=args.max_batch_delay_ms,
+            )
+            .validated()
+        )
+    except SettingsError as exc:
+        log.error("bad serving setting: %s", exc)
+        return 2
+    model = args.model or base_dir() / "model"
+    if not args.check:
+        return server.serve(model, settings, host=args.host, workdir=args.workdir)
+    with tempfile.TemporaryDirectory(prefix="dogbreed-check-") as work:
+        try:
+            model_dir = server.resolve_model(model, Path(work))
+            server.validate_model(model_dir, settings.replace(threads=settings.threads or 1))
+        except (ArtifactError, server.ServeFailure, OSError) as exc:
+            log.error("%s", exc)
+            return 1
+    log.info("model %s is servable", model)
+    return 0

@@ -1,0 +1,51 @@
+"""Client-facing errors: each one is an HTTP status plus a JSON `{"error", "message"}` body."""
+
+from __future__ import annotations
+
+import json
+
+
+class ServeError(Exception):
+    """A request the server refuses; `code` is a stable machine-readable name."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> str:
+        return error_body(self.code, self.message)
+
+
+class BadRequest(ServeError):
+    pass
+
+
+class InvalidImage(ServeError):
+    code = "invalid_image"
+
+
+class ImageTooLarge(ServeError):
+    status = 413
+    code = "image_too_large"
+
+
+class PayloadTooLarge(ServeError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ServeError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class NotAcceptable(ServeError):
+    status = 406
+    code = "not_acceptable"
+
+
+def error_body(code: str, message: str) -> str:
+    return json.dumps({"error": code, "message": message})

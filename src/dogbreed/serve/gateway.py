@@ -1,0 +1,218 @@
+"""The public HTTP front: an honest /ping and a thin /invocations pass-through to MMS.
+
+Why a front at all: MMS answers /ping with HTTP 200 even when no worker can serve (the body
+says "Unhealthy"), and answers "Healthy" before any model is registered. SageMaker only looks
+at the status code. So MMS listens on loopback only, and this small threaded server owns the
+public port: /ping is 200 only while the supervisor's monitor has seen MMS report its workers
+up; /invocations is forwarded over a kept-alive loopback connection. It also enforces the body
+size limit early and turns MMS's own error bodies into our `{"error", "message"}` shape.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from dogbreed.serve.errors import PayloadTooLarge, ServeError, error_body
+
+log = logging.getLogger(__name__)
+
+MMS_PREDICT_PATH = "/predictions/model"
+# Request headers MMS and the handler need; everything else stays here.
+FORWARDED_HEADERS = ("content-type", "accept")
+FORWARDED_PREFIX = "x-amzn-sagemaker-"
+# Bodies up to this multiple of the limit are read and dropped so the client sees the 413;
+# beyond it the connection is closed instead.
+DRAIN_FACTOR = 4
+_READ_CHUNK = 1 << 16
+
+
+class Health:
+    """What /ping reports; the supervisor's monitor thread updates it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ok = False
+        self._reason = "starting"
+
+    def set(self, ok: bool, reason: str) -> None:
+        with self._lock:
+            if ok != self._ok:
+                log.log(logging.INFO if ok else logging.WARNING, "health: %s", reason)
+            self._ok, self._reason = ok, reason
+
+    def get(self) -> tuple[bool, str]:
+        with self._lock:
+            return self._ok, self._reason
+
+
+class Gateway(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        backend_port: int,
+        health: Health,
+        max_payload_bytes: int,
+        response_timeout_s: float,
+    ) -> None:
+        self.backend_port = backend_port
+        self.health = health
+        self.max_payload_bytes = max_payload_bytes
+        self.response_timeout_s = response_timeout_s
+        super().__init__(address, GatewayHandler)
+
+
+class GatewayHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "dogbreed"
+    timeout = 120  # idle keep-alive connections are closed after this many seconds
+    server: Gateway
+    _local = threading.local()  # one loopback connection to MMS per gateway thread
+
+    def do_GET(self) -> None:
+        if self.path == "/ping":
+            ok, reason = self.server.health.get()
+            if ok:
+                self._reply(200, json.dumps({"status": "Healthy"}))
+            else:
+                self._reply(503, error_body("unhealthy", reason))
+        elif self.path == "/invocations":
+            self._reply(405, error_body("method_not_allowed", "use POST /invocations"))
+        else:
+            self._reply(404, error_body("not_found", f"no route {self.path}"))
+
+    def do_POST(self) -> None:
+        if self.path != "/invocations":
+            self._drain_and_reply(404, error_body("not_found", f"no route POST {self.path}"))
+            return
+        try:
+            body = self._read_body()
+        except ServeError as exc:
+            self._reply(exc.status, exc.to_json())
+            return
+        headers = {
+            k: v
+            for k, v in self.headers.items()
+            if k.lower() in FORWARDED_HEADERS or k.lower().startswith(FORWARDED_PREFIX)
+        }
+        try:
+            status, content_type, payload = self._forward(body, headers)
+        except (OSError, http.client.HTTPException) as exc:
+            log.warning("model server unreachable: %s", exc)
+            self._reply(503, error_body("unavailable", "the model server is not reachable"))
+            return
+        if status >= 400:
+            payload = _normalise_error(status, payload)
+            content_type = "application/json"
+        self._reply(status, payload, content_type)
+
+    def _read_body(self) -> bytes:
+        limit = self.server.max_payload_bytes
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked(limit)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            raise ServeError("invalid Content-Length header") from None
+        if length > limit:
+            self._discard(length)
+            raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _read_chunked(self, limit: int) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.close_connection = True
+                raise ServeError("malformed chunked body") from None
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(parts)
+            total += size
+            if total > limit:
+                self.close_connection = True  # the rest is never read: drop the connection
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def _discard(self, length: int) -> None:
+        if length > DRAIN_FACTOR * self.server.max_payload_bytes:
+            self.close_connection = True
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, _READ_CHUNK))
+            if not chunk:
+                break
+            length -= len(chunk)
+
+    def _drain_and_reply(self, status: int, body: str) -> None:
+        try:
+            self._discard(int(self.headers.get("Content-Length") or 0))
+        except ValueError:
+            self.close_connection = True
+        self._reply(status, body)
+
+    def _forward(self, body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes]:
+        for attempt in (1, 2):
+            conn = getattr(self._local, "conn", None)
+            fresh = conn is None
+            if fresh:
+                conn = http.client.HTTPConnection(
+                    "127.0.0.1", self.server.backend_port, timeout=self.server.response_timeout_s
+                )
+                self._local.conn = conn
+            try:
+                conn.request("POST", MMS_PREDICT_PATH, body=body, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+                content_type = response.getheader("Content-Type", "application/json")
+                return response.status, content_type, payload
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self._local.conn = None
+                # A kept-alive connection MMS closed meanwhile: retry once on a new one.
+                if fresh or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _reply(
+        self, status: int, body: str | bytes, content_type: str = "application/json"
+    ) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+def _normalise_error(status: int, payload: bytes) -> bytes:
+    """MMS's own errors ({"code", "type", "message"}) become {"error", "message"}."""
+    try:
+        document = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        document = None
+    if isinstance(document, dict) and "error" in document and "message" in document:
+        return payload
+    if isinstance(document, dict) and "message" in document:
+        code = str(document.get("type") or "model_server_error")
+        return error_body(code, str(document["message"])).encode()
+    text = payload.decode("utf-8", "replace")[:500] or http.client.responses.get(status, "")
+    return error_body("model_server_error", text).encode()

@@ -1,0 +1,115 @@
+"""The multi-model-server entry point: `dogbreed.serve.handler:handle`.
+
+MMS calls `handle(None, context)` once when a worker loads the model, then `handle(batch,
+context)` with up to `batch_size` requests that arrived within `max_batch_delay` ms. All images
+of all valid requests in the batch go through ONE forward pass; each request gets its own HTTP
+status, so a bad image fails only its own request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import numpy as np
+
+from dogbreed.serve.errors import ServeError, error_body
+from dogbreed.serve.predictor import Predictor
+from dogbreed.serve.protocol import JSON_TYPE, ParsedRequest, parse_request, render, softmax
+from dogbreed.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+class InferenceService:
+    def __init__(self, predictor: Predictor, settings: ServeSettings) -> None:
+        self.predictor = predictor
+        self.settings = settings
+
+    def parse(self, body: bytes | bytearray | None, headers: Mapping[str, str]) -> ParsedRequest:
+        return parse_request(
+            body,
+            headers,
+            default_top_k=self.settings.top_k,
+            max_bytes=self.settings.max_payload_bytes,
+            max_instances=self.settings.max_instances,
+        )
+
+    def answer(self, requests: list[ParsedRequest | ServeError]) -> list[tuple[int, str]]:
+        """(HTTP status, JSON body) per request, with one forward pass for all their images."""
+        flat = [img for r in requests if isinstance(r, ParsedRequest) for img in r.images]
+        decoded = iter(self.predictor.decode_all(flat))
+        outcomes: list[ServeError | list[np.ndarray]] = []
+        for request in requests:
+            if isinstance(request, ServeError):
+                outcomes.append(request)
+                continue
+            pixels = [next(decoded) for _ in request.images]
+            error = next((p for p in pixels if isinstance(p, ServeError)), None)
+            if error is not None and request.batch:
+                index = next(i for i, p in enumerate(pixels) if isinstance(p, ServeError))
+                error.message = f"instance {index}: {error.message}"
+            outcomes.append(error if error is not None else pixels)  # type: ignore[arg-type]
+        good = [o for o in outcomes if not isinstance(o, ServeError)]
+        if good:
+            logits = self.predictor.logits(self.predictor.batch([p for o in good for p in o]))
+            probabilities = softmax(logits)
+        answers: list[tuple[int, str]] = []
+        row = 0
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if isinstance(outcome, ServeError):
+                answers.append((outcome.status, outcome.to_json()))
+                continue
+            assert isinstance(request, ParsedRequest)
+            rows = slice(row, row + len(outcome))
+            row = rows.stop
+            body = render(request, logits[rows], probabilities[rows], self.predictor.classes)
+            answers.append((200, body))
+        return answers
+
+
+_service: InferenceService | None = None
+
+
+def _headers(context: Any, idx: int) -> dict[str, str]:
+    # MMS mixes request headers (name -> str) with per-parameter dicts; names keep their case.
+    raw = context.get_all_request_header(idx) or {}
+    return {k.lower(): v for k, v in raw.items() if isinstance(v, str)}
+
+
+def _body(item: Mapping[str, Any]) -> bytes | bytearray | None:
+    body = item.get("body")
+    if body is None and item:
+        body = next(iter(item.values()))
+    return body if isinstance(body, (bytes, bytearray)) or body is None else str(body).encode()
+
+
+def handle(data: list[dict[str, Any]] | None, context: Any) -> list[str] | None:
+    global _service
+    if _service is None:
+        settings = ServeSettings.from_env()
+        props = context.system_properties
+        predictor = Predictor(props["model_dir"], settings, props.get("gpu_id"))
+        predictor.warm_up(settings.batch_size)
+        _service = InferenceService(predictor, settings)
+    if data is None:
+        return None
+    requests: list[ParsedRequest | ServeError] = []
+    for idx, item in enumerate(data):
+        try:
+            requests.append(_service.parse(_body(item), _headers(context, idx)))
+        except ServeError as exc:
+            requests.append(exc)
+    try:
+        answers = _service.answer(requests)
+    except Exception:  # the model itself failed: every request of the batch gets a 500
+        log.exception("inference failed for a batch of %d request(s)", len(data))
+        answers = [(500, error_body("internal_error", "inference failed"))] * len(data)
+    bodies = []
+    for idx, (status, body) in enumerate(answers):
+        context.set_response_status(status, HTTPStatus(status).phrase, idx)
+        context.set_response_content_type(idx, JSON_TYPE)
+        bodies.append(body)
+    return bodies

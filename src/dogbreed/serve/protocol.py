@@ -1,0 +1,192 @@
+"""The /invocations wire format: parse a request into image bytes, render the JSON answer.
+
+Requests
+  image/jpeg, image/png, application/x-image, application/octet-stream: the body is one image.
+  application/json: {"image": "<base64>"} (one image), or {"instances": [...]} / a JSON list
+  (a batch; each item a base64 string or {"image": "<base64>"}). Optional fields "top_k" (int)
+  and "return_logits" (bool). k can also come from the X-Amzn-SageMaker-Custom-Attributes
+  header ("top_k=3"); the JSON field wins.
+Responses (application/json)
+  one image: {"top_k": [{"label", "class_index", "probability"}, ...], "logits": [...]?}
+  a batch:   {"predictions": [<one-image object>, ...]}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dogbreed.serve.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+
+JSON_TYPE = "application/json"
+RAW_IMAGE_TYPES = frozenset(
+    {"image/jpeg", "image/jpg", "image/png", "application/x-image", "application/octet-stream"}
+)
+ACCEPTABLE = frozenset({JSON_TYPE, "application/*", "*/*"})
+CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
+_WHITESPACE = b" \t\r\n"
+
+
+@dataclass
+class ParsedRequest:
+    images: list[bytes]
+    top_k: int
+    return_logits: bool
+    batch: bool  # answer {"predictions": [...]} rather than one result object
+
+
+def media_type(header: str | None) -> str:
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def check_accept(accept: str | None) -> None:
+    """Only JSON is produced; a missing Accept header means anything goes."""
+    if not accept or not accept.strip():
+        return
+    for part in accept.split(","):
+        kind, _, params = part.partition(";")
+        if kind.strip().lower() in ACCEPTABLE and "q=0" not in params.replace(" ", "").split(";"):
+            return
+    raise NotAcceptable(f"cannot produce {accept!r}; this endpoint answers {JSON_TYPE}")
+
+
+def parse_custom_attributes(header: str | None) -> dict[str, str]:
+    """`top_k=3; return_logits=true` (';' or ',' separated) -> dict; other text is ignored."""
+    attributes: dict[str, str] = {}
+    for part in (header or "").replace(",", ";").split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            attributes[key.strip().lower()] = value.strip()
+    return attributes
+
+
+def parse_request(
+    body: bytes | bytearray | None,
+    headers: Mapping[str, str],
+    *,
+    default_top_k: int,
+    max_bytes: int,
+    max_instances: int,
+) -> ParsedRequest:
+    """Validate one request; `headers` has lower-case names. Raises a ServeError subclass."""
+    check_accept(headers.get("accept"))
+    body = body or b""
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {max_bytes}")
+    if not body:
+        raise BadRequest("empty request body: send image bytes or JSON")
+    attributes = parse_custom_attributes(headers.get(CUSTOM_ATTRIBUTES))
+    top_k = _top_k(attributes.get("top_k", default_top_k))
+    return_logits = _flag(attributes.get("return_logits", False), "return_logits")
+    kind = media_type(headers.get("content-type")) or "application/octet-stream"
+    if kind in RAW_IMAGE_TYPES:
+        return ParsedRequest([bytes(body)], top_k, return_logits, batch=False)
+    if kind != JSON_TYPE:
+        raise UnsupportedMediaType(
+            f"content type {kind!r} is not supported; send one of "
+            f"{', '.join(sorted(RAW_IMAGE_TYPES))} or {JSON_TYPE}"
+        )
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if isinstance(document, list):
+        items, options, batch = document, {}, True
+    elif isinstance(document, dict):
+        options = document
+        if "instances" in document:
+            items, batch = document["instances"], True
+        elif "image" in document:
+            items, batch = [document], False
+        elif "url" in document:
+            raise BadRequest("fetching images from a URL is disabled; send the image bytes")
+        else:
+            raise BadRequest('JSON body needs "image" (base64) or "instances" (a list)')
+    else:
+        raise BadRequest("JSON body must be an object or a list")
+    if not isinstance(items, list) or not items:
+        raise BadRequest('"instances" must be a non-empty list')
+    if len(items) > max_instances:
+        raise PayloadTooLarge(f"{len(items)} images in one request; the limit is {max_instances}")
+    if "top_k" in options:
+        top_k = _top_k(options["top_k"])
+    if "return_logits" in options:
+        return_logits = _flag(options["return_logits"], "return_logits")
+    images = [_decode_base64(item, i if batch else None) for i, item in enumerate(items)]
+    return ParsedRequest(images, top_k, return_logits, batch)
+
+
+def _decode_base64(item: Any, index: int | None) -> bytes:
+    where = "" if index is None else f" (instance {index})"
+    if isinstance(item, dict):
+        item = item.get("image")
+    if not isinstance(item, str) or not item:
+        raise BadRequest(f'expected a base64 string or {{"image": "<base64>"}}{where}')
+    if item.startswith("data:"):  # data URL: data:image/jpeg;base64,....
+        item = item.partition(",")[2]
+    try:
+        # Line breaks (as `base64` wraps its output) are fine; any other stray byte is not.
+        data = base64.b64decode(item.encode("ascii").translate(None, _WHITESPACE), validate=True)
+    except (UnicodeEncodeError, binascii.Error) as exc:
+        raise BadRequest(f"malformed base64{where}: {exc}") from None
+    if not data:
+        raise BadRequest(f"empty image{where}")
+    return data
+
+
+def _top_k(value: Any) -> int:
+    if isinstance(value, bool):
+        raise BadRequest("top_k must be a positive integer")
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"top_k must be a positive integer, not {value!r}") from None
+    if k < 1 or (isinstance(value, float) and not value.is_integer()):
+        raise BadRequest(f"top_k must be a positive integer, not {value!r}")
+    return k
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise BadRequest(f"{name} must be true or false, not {value!r}")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def render(
+    request: ParsedRequest,
+    logits: np.ndarray,
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+) -> str:
+    """The JSON answer for one request; rows of `logits` are its images in order."""
+    k = min(request.top_k, len(classes))
+    results = []
+    for row_logits, row in zip(logits, probabilities, strict=True):
+        top = np.argsort(-row, kind="stable")[:k]
+        result: dict[str, Any] = {
+            "top_k": [
+                {"label": classes[i], "class_index": int(i), "probability": round(float(row[i]), 6)}
+                for i in top
+            ]
+        }
+        if request.return_logits:
+            result["logits"] = [round(float(v), 6) for v in row_logits]
+        results.append(result)
+    return json.dumps({"predictions": results} if request.batch else results[0])
