@@ -130,7 +130,7 @@ def render(class_index: int, rng: np.random.Generator) -> Image.Image:
     ramp = ramp[None, :, None] if ramp.size == w else ramp[:, None, None]
     canvas = np.broadcast_to(c0 + (c1 - c0) * ramp, (h, w, 3)).copy()
     for _ in range(int(rng.integers(3, 9))):
-        r = min(w, h) * rng.uniform(0.04, 0.15)
+        r = min(w, h) * rng.uniform(0.04, 0.12)
         mask = _polygon_mask(
             (w, h),
             _SHAPE_NAMES[int(rng.integers(len(_SHAPE_NAMES)))],
@@ -147,10 +147,10 @@ def render(class_index: int, rng: np.random.Generator) -> Image.Image:
         grey = int(rng.integers(0, 256))
         draw.line(xy, fill=(grey, grey, grey), width=int(rng.integers(1, 4)))
 
-    # The object: the class's shape and texture; 15% of them take a random other colour.
-    radius = min(w, h) * rng.uniform(0.2, 0.38)
+    # The object: the class's shape and texture; 10% of them take a random other colour.
+    radius = min(w, h) * rng.uniform(0.28, 0.45)
     centre = (rng.uniform(radius, w - radius), rng.uniform(radius, h - radius))
-    if rng.random() < 0.15:
+    if rng.random() < 0.1:
         hue = HUES[int(rng.integers(len(HUES)))]
     main = _rgb(hue + rng.uniform(-0.03, 0.03), rng.uniform(0.6, 1.0), rng.uniform(0.65, 1.0))
     blend = _texture(rng, texture, w, h, centre, radius)[..., None]
