@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dogbreed.aws.clients import AwsError
 from dogbreed.cli import main as cli_main
 from dogbreed.data.fetch import fetch, parse_s3_uri
 from dogbreed.data.layout import DataError
@@ -98,6 +99,12 @@ def test_fetch_cli(server: Server, small_zip: bytes, tmp_path: Path, capsys) -> 
     assert "404" in capsys.readouterr().err
 
 
+def test_fetch_from_a_local_file_url(small_zip: bytes, tmp_path: Path) -> None:
+    archive = tmp_path / "dogImages.zip"
+    archive.write_bytes(small_zip)
+    assert len(fetch(tmp_path / "o", archive.as_uri()).samples["test"]) == 6
+
+
 def test_sha256_mismatch(server: Server, small_zip: bytes, tmp_path: Path) -> None:
     server.files["dogImages.zip"] = small_zip
     with pytest.raises(DataError, match="SHA-256 mismatch"):
@@ -151,8 +158,8 @@ def test_unreachable_server_times_out_cleanly(tmp_path: Path) -> None:
 def test_parse_s3_uri() -> None:
     assert parse_s3_uri("s3://bucket/a/b/") == ("bucket", "a/b")
     assert parse_s3_uri("s3://bucket") == ("bucket", "")
-    for bad in ("bucket/a", "s3:///a", "https://x"):
-        with pytest.raises(ValueError, match="not an S3 URI"):
+    for bad in ("bucket/a", "s3:///a", "https://x", "s3://b/p"):
+        with pytest.raises(AwsError, match="must be an S3 URI"):
             parse_s3_uri(bad)
 
 
@@ -184,6 +191,6 @@ def test_upload_errors(moto_server: str, tmp_path: Path, capsys) -> None:
     assert cli_main(["data", "upload", str(tmp_path), "s3://no-such-bucket/p"]) == 1
     assert "NoSuchBucket" in capsys.readouterr().err
     assert cli_main(["data", "upload", str(tmp_path), "dogs/p"]) == 1
-    assert "not an S3 URI" in capsys.readouterr().err
-    assert cli_main(["data", "upload", str(tmp_path / "nope"), "s3://b/p"]) == 1
+    assert "must be an S3 URI" in capsys.readouterr().err
+    assert cli_main(["data", "upload", str(tmp_path / "nope"), "s3://dogs/p"]) == 1
     assert "not a directory" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from dogbreed.aws.common import check_s3_uri
 from dogbreed.data.layout import DataError, Splits, find_splits
 
 if TYPE_CHECKING:
@@ -150,10 +151,8 @@ def fetch(
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/some/prefix/` -> ("bucket", "some/prefix")."""
-    if not uri.startswith("s3://") or not uri[5:].split("/", 1)[0]:
-        raise ValueError(f"not an S3 URI (s3://bucket/prefix): {uri!r}")
-    bucket, _, prefix = uri[5:].partition("/")
+    """`s3://bucket/some/prefix/` -> ("bucket", "some/prefix"); AwsError if not an S3 URI."""
+    bucket, _, prefix = check_s3_uri(uri, "the destination")[5:].partition("/")
     return bucket, prefix.strip("/")
 
 
