@@ -16,7 +16,9 @@ from dogbreed.tune.space import DEFAULT_OBJECTIVE, OBJECTIVES, fixed_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, type=Path, help="dataset root (train/ valid/)")
+    parser.add_argument(
+        "--data", required=True, type=Path, help="dataset root holding train/ valid/ test/"
+    )
     parser.add_argument(
         "--n-trials",
         type=int,
@@ -60,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-dir",
         type=Path,
         default=Path("tuning"),
-        help="trial directories, best_hyperparameters.json and plots (default ./tuning)",
+        help="trial-NNNN/ directories, best/input/config/hyperparameters.json, plots and the "
+        "default study.db (default ./tuning)",
     )
     add_config_arguments(parser)
 
@@ -69,38 +72,30 @@ def main(args: argparse.Namespace) -> int:
     if args.n_trials < 1:
         print("error: --n-trials must be at least 1", file=sys.stderr)
         return 2
-    for split in ("train", "valid"):
-        if not (args.data / split).is_dir():
-            print(
-                f"error: {args.data / split} not found: --data needs train/ and valid/",
-                file=sys.stderr,
-            )
-            return 2
-    try:
-        base = config_from_args(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
+    from dogbreed.data.layout import DataError, find_splits
+    from dogbreed.model.build import ModelError
     from dogbreed.tune import local
 
     output_dir = args.output_dir.resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    settings = local.StudySettings(
-        storage=args.storage or f"sqlite:///{output_dir / 'study.db'}",
-        study_name=args.study_name,
-        objective=args.objective,
-        pruner=args.pruner,
-        pruner_startup_trials=args.pruner_startup_trials,
-        pruner_warmup_epochs=args.pruner_warmup_epochs,
-        fixed=fixed_from_args(args),
-    )
     status = 0
     try:
+        base = config_from_args(args)
+        find_splits(args.data)  # a bad layout is reported now, not after the first trial starts
+        output_dir.mkdir(parents=True, exist_ok=True)
+        settings = local.StudySettings(
+            storage=args.storage or f"sqlite:///{output_dir / 'study.db'}",
+            study_name=args.study_name,
+            objective=args.objective,
+            pruner=args.pruner,
+            pruner_startup_trials=args.pruner_startup_trials,
+            pruner_warmup_epochs=args.pruner_warmup_epochs,
+            fixed=fixed_from_args(args),
+        )
         study = local.run_study(
             args.data.resolve(), output_dir, base, settings, args.n_trials, args.timeout
         )
-    except local.TuneError as exc:
+    except (ConfigError, DataError, ModelError, local.TuneError) as exc:
+        # Bad flags, data or storage, or a trial the trainer refused (e.g. unknown backbone).
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
