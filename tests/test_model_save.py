@@ -1,0 +1,79 @@
+"""save_model_dir writes what serving reads; every export gives the same logits as the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from dogbreed.model import artifact
+from dogbreed.model.build import build_model
+
+CLASSES = ["Affenpinscher", "Beagle", "Borzoi"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = build_model("resnet18", len(CLASSES)).to(memory_format=torch.channels_last)
+    model.train()  # the trainer hands over a model in train mode; the export must not care
+    meta = artifact.ModelMetadata(
+        architecture="resnet18",
+        num_classes=3,
+        image_size=64,
+        resize_size=artifact.eval_resize_size(64),
+        metrics={"test_acc": 0.5},
+        versions={"torch": torch.__version__},
+    )
+    out = tmp_path_factory.mktemp("saved") / "model"
+    artifact.save_model_dir(out, model, CLASSES, meta)
+    return out, model
+
+
+def test_directory_holds_exactly_the_contract_files(saved: tuple[Path, torch.nn.Module]) -> None:
+    out, _ = saved
+    expected = {"weights.pt", "model.onnx", "model.torchscript", "classes.json", "metadata.json"}
+    assert {p.name for p in out.iterdir()} == expected
+    meta = artifact.read_metadata(out)
+    assert (meta.architecture, meta.num_classes, meta.image_size, meta.resize_size) == (
+        "resnet18",
+        3,
+        64,
+        73,
+    )
+    assert meta.metrics == {"test_acc": 0.5}
+    assert artifact.read_classes(out, meta.num_classes) == CLASSES
+
+
+def test_exports_agree_with_the_model(saved: tuple[Path, torch.nn.Module]) -> None:
+    out, model = saved
+    batch = torch.randn(3, 3, 64, 64)  # batch 3 != the export's example batch 1: dynamic axis
+    reference = build_model("resnet18", 3)
+    reference.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
+    reference.eval()
+    with torch.no_grad():
+        expected = reference(batch).numpy()
+        scripted = torch.jit.load(str(out / "model.torchscript"))(batch).numpy()
+    assert model.training, "save_model_dir must not change the caller's model"
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["input"]
+    (onnx_logits,) = session.run(["logits"], {"input": batch.numpy()})
+    np.testing.assert_allclose(onnx_logits, expected, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(scripted, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_class_count_must_match(tmp_path: Path) -> None:
+    meta = artifact.ModelMetadata("resnet18", num_classes=4, image_size=64, resize_size=73)
+    with pytest.raises(artifact.ArtifactError, match="3 class names for 4 outputs"):
+        artifact.save_model_dir(tmp_path, build_model("resnet18", 4), CLASSES, meta)
+    assert not (tmp_path / "weights.pt").exists()
+
+
+def test_metadata_is_plain_json(saved: tuple[Path, torch.nn.Module]) -> None:
+    data = json.loads((saved[0] / "metadata.json").read_text())
+    assert data["mean"] == list(artifact.IMAGENET_MEAN)
+    assert data["format_version"] == artifact.FORMAT_VERSION
