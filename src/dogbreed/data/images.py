@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -32,21 +35,13 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def _open(source: bytes | bytearray | memoryview | str | Path, max_pixels: int) -> Image.Image:
+Source = bytes | bytearray | memoryview | str | Path
+
+
+def _open(fp: IO[bytes], name: str, max_pixels: int) -> Image.Image:
     """Open (headers only) and check the declared size before any pixel is decoded."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        name = "image data"
-    else:
-        name = str(source)
-        try:
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            raise ImageError(f"cannot read {name}: {exc.strerror or exc}") from None
-    if not data:
-        raise ImageError(f"{name} is empty")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(fp)
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{name}: {exc}") from None
     except UnidentifiedImageError:
@@ -64,9 +59,29 @@ def _open(source: bytes | bytearray | memoryview | str | Path, max_pixels: int) 
     return image
 
 
-def image_size(source: bytes | str | Path, max_pixels: int | None = None) -> tuple[int, int]:
+@contextlib.contextmanager
+def _stream(source: Source) -> Iterator[tuple[IO[bytes], str]]:
+    """A readable stream over `source` and a name for messages; empty data is an ImageError."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if not source:
+            raise ImageError("image data is empty")
+        yield io.BytesIO(source), "image data"
+        return
+    name = str(source)
+    try:
+        fp = open(source, "rb")  # noqa: SIM115 -- closed below, after the caller is done
+    except OSError as exc:
+        raise ImageError(f"cannot read {name}: {exc.strerror or exc}") from None
+    with fp:
+        if os.fstat(fp.fileno()).st_size == 0:
+            raise ImageError(f"{name} is empty")
+        yield fp, name
+
+
+def image_size(source: Source, max_pixels: int | None = None) -> tuple[int, int]:
     """(width, height) from the headers alone: a cheap check that a file is a usable image."""
-    return _open(source, max_pixels or DEFAULT_MAX_PIXELS).size
+    with _stream(source) as (fp, name):
+        return _open(fp, name, max_pixels or DEFAULT_MAX_PIXELS).size
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -90,7 +105,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def open_rgb(
-    source: bytes | bytearray | memoryview | str | Path,
+    source: Source,
     draft_size: int | None = None,
     max_pixels: int | None = None,
 ) -> Image.Image:
@@ -103,17 +118,19 @@ def open_rgb(
     - Images declaring more than `max_pixels` (default DEFAULT_MAX_PIXELS) are refused before
       decoding. Unreadable, truncated or bomb images raise ImageError.
     """
-    image = _open(source, max_pixels or DEFAULT_MAX_PIXELS)
-    try:
-        if draft_size and image.format == "JPEG":
-            image.draft(None, (draft_size, draft_size))
-        image.load()
-        # A broken EXIF block leaves the pixels fine: keep them as stored.
-        with contextlib.suppress(*_DECODE_ERRORS, KeyError, TypeError):
-            image = ImageOps.exif_transpose(image)
-        return _to_rgb(image)
-    except _DECODE_ERRORS as exc:
-        raise ImageError(f"cannot decode image: {exc}") from None
+    with _stream(source) as (fp, name):
+        image = _open(fp, name, max_pixels or DEFAULT_MAX_PIXELS)
+        try:
+            if draft_size and image.format == "JPEG":
+                image.draft(None, (draft_size, draft_size))
+            image.load()
+            # A broken EXIF block leaves the pixels fine: keep them as stored.
+            with contextlib.suppress(*_DECODE_ERRORS, KeyError, TypeError):
+                ImageOps.exif_transpose(image, in_place=True)  # no copy when upright
+            # The pixels are loaded: the image stays usable after the file closes.
+            return _to_rgb(image)
+        except _DECODE_ERRORS as exc:
+            raise ImageError(f"cannot decode {name}: {exc}") from None
 
 
 def resize_center_crop(image: Image.Image, resize_size: int, crop_size: int) -> Image.Image:
