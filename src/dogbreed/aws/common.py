@@ -64,7 +64,7 @@ def add_wait_argument(parser: argparse.ArgumentParser, what: str) -> None:
         "--wait",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help=f"wait until the {what} finishes and report it (default: --wait)",
+        help=f"wait for the {what} to finish and report it (default: --wait)",
     )
     parser.add_argument(
         "--poll-seconds",
