@@ -1,8 +1,10 @@
 """lambda/handler.py end to end: real event shapes -> handler -> boto3 -> runtime stand-in ->
 the REAL model server with the sample-trained model.
 
-Only the SageMaker runtime itself is replaced (tests/runtime_standin.py says why); the
-context object is built here because only the Lambda runtime makes real ones.
+`model_server` (tests/serving.py) is the real `dogbreed serve` (MMS + our handler) on the
+model `dogbreed train` made from the sample data. Only the SageMaker runtime itself is
+replaced (tests/runtime_standin.py says why); the context object is built here because only
+the Lambda runtime makes real ones.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import pytest
 from conftest import SAMPLE_CLASSES
 from PIL import Image
 from runtime_standin import ACCOUNT, RuntimeStandIn, load_handler, running_standin
-from serving import running_server
 
 EVENTS = Path(__file__).resolve().parent / "lambda_events"
 ENDPOINT = "Dogbreed-Endpoint"
@@ -74,15 +75,9 @@ def event(name: str, body: str | None, base64_encoded: bool, **headers: str) -> 
     return data
 
 
-@pytest.fixture(scope="module")
-def model_url(trained_model_dir: Path) -> Iterator[str]:
-    with running_server(trained_model_dir) as url:
-        yield url
-
-
 @pytest.fixture()
-def standin(model_url: str) -> Iterator[RuntimeStandIn]:
-    with running_standin(ENDPOINT, model_url) as server:
+def standin(model_server: str) -> Iterator[RuntimeStandIn]:
+    with running_standin(ENDPOINT, model_server) as server:
         yield server
 
 
