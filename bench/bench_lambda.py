@@ -24,6 +24,7 @@ import http.client
 import io
 import json
 import os
+import socket
 import statistics
 import sys
 import time
@@ -66,14 +67,24 @@ def timed(fn: Callable[[], None], requests: int, warmup: int, max_seconds: float
     return samples
 
 
-def poster(url: str, path: str, body: bytes) -> Callable[[], None]:
+def poster(url: str, path: str, body: bytes, keep_alive: bool) -> Callable[[], None]:
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn: http.client.HTTPConnection | None = None
 
     def post() -> None:
+        nonlocal conn
+        if conn is None:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+            conn.connect()
+            # http.client sends the headers and a body over 2000 bytes in two writes: without
+            # TCP_NODELAY (which urllib3, hence boto3, sets) a delayed ACK adds ~40 ms.
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.request("POST", path, body=body, headers={"Content-Type": "application/x-image"})
         answer = conn.getresponse()
         answer.read()
+        if not keep_alive:
+            conn.close()
+            conn = None
         if answer.status != 200:
             raise SystemExit(f"{url}{path} answered {answer.status}")
 
@@ -129,8 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"handler answered {result}")
 
         runs = {
-            "server /invocations": poster(args.model_url, "/invocations", image),
-            "runtime stand-in": poster(standin.url, f"/endpoints/{ENDPOINT}/invocations", image),
+            # A new connection per request, as the stand-in makes to the server: on a kept-alive
+            # connection the serving gateway answers ~45 ms later (see docs/lambda.md).
+            "server /invocations": poster(args.model_url, "/invocations", image, False),
+            "server, kept-alive conn": poster(args.model_url, "/invocations", image, True),
+            "runtime stand-in": poster(
+                standin.url, f"/endpoints/{ENDPOINT}/invocations", image, True
+            ),
             "handler (Function URL event)": through_handler,
         }
         results = {
