@@ -81,6 +81,10 @@ def main(args: argparse.Namespace) -> int:
         cfg = environment.load_config(base, _flags(args))
         code = launch.maybe_launch(environment.training_env(base), _worker_argv(), args)
         if code is not None:
+            if code != 0 and not paths.failure_file.exists():  # e.g. a worker killed by OOM
+                environment.write_failure(
+                    output_dir, f"distributed training failed: torchrun exited with code {code}"
+                )
             return code
         from dogbreed.train.loop import TrainingStopped, train
 

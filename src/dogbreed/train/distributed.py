@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,15 @@ def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
         values = values.to(info.device)
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values.cpu()
+
+
+def broadcast_from_main(obj: T, info: DistInfo) -> T:
+    """Rank 0's `obj` on every process (any picklable object; identity for one process)."""
+    if not info.enabled:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0, device=info.device)
+    return holder[0]
 
 
 def any_true(flag: bool, info: DistInfo) -> bool:

@@ -313,7 +313,11 @@ def _train(
         "history": [],
         "done": False,
     }
-    saved = checkpoint.load_checkpoint(paths.checkpoint_dir)
+    # Only rank 0 writes checkpoints, so only its disk is sure to hold one: every rank resumes
+    # from rank 0's copy (same weights, optimizer state and position, or DDP would diverge).
+    saved = distributed.broadcast_from_main(
+        checkpoint.load_checkpoint(paths.checkpoint_dir) if info.is_main() else None, info
+    )
     if saved is not None:
         _check_compatible(saved, cfg, classes, paths)
         model.load_state_dict(saved["model"])
@@ -372,6 +376,8 @@ def _train(
                     f"checkpoint written to {paths.checkpoint_dir}: rerun to resume"
                 )
         elapsed = time.perf_counter() - start
+        if info.enabled:  # this rank's share; the shares add up to one pass over the split
+            reporting.emit(f"rank={info.rank} epoch={epoch} train_samples={int(sums[2].item())}")
         totals = distributed.all_reduce_sum(sums, info)
         count = max(totals[2].item(), 1)
         # The plain module: DDP's forward would sync buffers, and ranks may differ in batches.
