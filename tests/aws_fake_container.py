@@ -15,8 +15,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from PIL import Image
 
 BREEDS = ["Affenpinscher", "Beagle", "Collie", "Dalmatian", "Entlebucher_mountain_dog"]
+
+
+def write_jpeg(path: Path) -> Path:
+    """A small real JPEG to send."""
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(path, "JPEG")
+    return path
 
 
 class FakeContainer(ThreadingHTTPServer):

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from aws_fake_container import running_container
-from PIL import Image
+from aws_fake_container import running_container, write_jpeg
 
 from dogbreed.aws.loadtest import autoscaling_target, percentile
 from dogbreed.cli import main
@@ -15,9 +14,7 @@ from dogbreed.cli import main
 
 @pytest.fixture()
 def jpeg(tmp_path: Path) -> Path:
-    path = tmp_path / "dog.jpg"
-    Image.new("RGB", (64, 48), (200, 120, 40)).save(path, "JPEG")
-    return path
+    return write_jpeg(tmp_path / "dog.jpg")
 
 
 def test_finds_max_rps_and_prints_target(

@@ -14,9 +14,8 @@ from typing import Any
 
 import boto3
 import pytest
-from aws_fake_container import running_container
+from aws_fake_container import running_container, write_jpeg
 from botocore.stub import ANY, Stubber
-from PIL import Image
 from runtime_standin import running_standin
 
 from dogbreed.aws.clients import Aws
@@ -376,9 +375,7 @@ def test_delete_removes_only_what_deploy_created_for_it(
 
 @pytest.fixture()
 def jpeg(tmp_path: Path) -> Path:
-    path = tmp_path / "dog.jpg"
-    Image.new("RGB", (64, 48), (90, 60, 30)).save(path, "JPEG")
-    return path
+    return write_jpeg(tmp_path / "dog.jpg")
 
 
 def test_invoke_sends_the_image_and_prints_top_k(
