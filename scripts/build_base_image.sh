@@ -74,6 +74,9 @@ APT::Install-Recommends "false";
 DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
 EOF
 
+# debootstrap installs the release as first published: bring in bookworm's security fixes.
+chroot "$rootfs" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update && apt-get -y upgrade'
+
 if [[ -n "$ca_cert" ]]; then
   install -m 0644 "$ca_cert" "$rootfs/usr/local/share/ca-certificates/dogbreed-extra-ca.crt"
   chroot "$rootfs" update-ca-certificates
