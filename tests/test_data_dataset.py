@@ -122,3 +122,12 @@ def test_train_transform_is_random_and_normalised(sample_data: Path) -> None:
 def test_check_headers_keeps_order(sample_data: Path) -> None:
     samples = find_splits(sample_data).samples["test"]
     assert check_headers(samples, "test") == samples
+
+
+def test_skipped_count_with_spawned_workers(damaged: Path) -> None:
+    # forkserver is Python 3.14's default on Linux; spawn has the same pickling rules.
+    samples = find_splits(damaged).samples["train"][:3]  # the truncated JPEG comes first
+    dataset = ImageDataset(samples, eval_transform(32), split="train")
+    loader = DataLoader(dataset, batch_size=3, num_workers=1, multiprocessing_context="spawn")
+    assert [labels.tolist() for _, labels in loader] == [[0, 0, 0]]
+    assert dataset.skipped == 1

@@ -72,8 +72,10 @@ class ImageDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.draft_size = draft_size
         self.split = split
-        # Shared memory: workers increment it, the main process reads it.
-        self._skipped = multiprocessing.get_context().Value("i", 0)
+        # Shared memory: workers increment it, the main process reads it. A lock made by the
+        # spawn context also works in forked workers; a fork-context one cannot be pickled
+        # for spawn/forkserver workers.
+        self._skipped = multiprocessing.get_context("spawn").Value("i", 0)
         self._logged: set[int] = set()
 
     @property
