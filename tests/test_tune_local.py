@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import optuna
@@ -149,3 +150,27 @@ def test_metric_definitions_parse_real_trainer_output(
     assert found["test_acc"] == pytest.approx([metrics["final"]["test_acc"]], abs=1e-4)
     # The tuning objectives are among the scraped names.
     assert {"valid_loss", "valid_acc"} <= found.keys()
+
+
+# study.ask() stands in for the dead process's trial; Optuna warns that ask() has no heartbeat.
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_trial_left_running_by_a_dead_process_is_retried(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Real timings are 60 s / 180 s; shortened so the test does not wait minutes.
+    monkeypatch.setattr(local, "HEARTBEAT_INTERVAL_S", 1)
+    monkeypatch.setattr(local, "HEARTBEAT_GRACE_S", 2)
+    base = TrainConfig(backbone="resnet18", image_size=64, epochs=1, batch_size=8, workers=0)
+    fixed = frozenset({"backbone", "image_size", "epochs", "batch_size", "workers"})
+    settings = local.StudySettings(storage=f"sqlite:///{tmp_path / 'study.db'}", fixed=fixed)
+    study = local.open_study(settings, base)
+    # What a killed `dogbreed tune` leaves behind: a RUNNING trial whose heartbeat stopped.
+    dead = study.ask()
+    space_params = {p.name: p.suggest(dead) for p in local.active_space(fixed)}
+    study._storage.record_heartbeat(dead._trial_id)  # private, but what optimize() does per trial
+    time.sleep(3)
+
+    study = local.run_study(tiny_data, tmp_path / "out", base, settings, n_trials=1)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "COMPLETE"]
+    assert study.trials[1].params == space_params  # the same parameters, tried again
