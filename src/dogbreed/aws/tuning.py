@@ -30,8 +30,8 @@ from dogbreed.aws.common import check_name
 from dogbreed.aws.training import load_config, training_job_request
 from dogbreed.config import TrainConfig, config_from_hyperparameters
 from dogbreed.tune.space import (
-    DEFAULT_OBJECTIVE,
     OBJECTIVES,
+    add_objective_argument,
     fixed_from_args,
     sagemaker_parameter_ranges,
     static_hyperparameters,
@@ -244,12 +244,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument(
         "--max-parallel-jobs", type=int, default=2, help="training jobs at once (default 2)"
     )
-    job.add_argument(
-        "--objective",
-        choices=sorted(OBJECTIVES),
-        default=DEFAULT_OBJECTIVE,
-        help="validation metric: valid_loss (minimised, default) or valid_acc (maximised)",
-    )
+    add_objective_argument(job)
     job.add_argument(
         "--strategy", choices=("Bayesian", "Random"), default="Bayesian", help="(default Bayesian)"
     )

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from dogbreed.config import ConfigError, add_config_arguments, config_from_args
-from dogbreed.tune.space import DEFAULT_OBJECTIVE, OBJECTIVES, fixed_from_args
+from dogbreed.tune.space import add_objective_argument, fixed_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,12 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Optuna RDB storage URL, e.g. sqlite:///study.db (default: OUTPUT_DIR/study.db)",
     )
     parser.add_argument("--study-name", default="dogbreed", help="study name (default dogbreed)")
-    parser.add_argument(
-        "--objective",
-        choices=sorted(OBJECTIVES),
-        default=DEFAULT_OBJECTIVE,
-        help="validation metric: valid_loss (minimised, default) or valid_acc (maximised)",
-    )
+    add_objective_argument(parser)
     parser.add_argument(
         "--pruner",
         choices=("median", "hyperband", "none"),

@@ -12,6 +12,7 @@ No heavy imports here: optuna is only needed by `suggest`, which receives the tr
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -112,3 +113,12 @@ def static_hyperparameters(cfg: TrainConfig, fixed: Iterable[str] = ()) -> dict[
 def fixed_from_args(args: Any) -> frozenset[str]:
     """The TrainConfig fields given as flags (`add_config_arguments` leaves the others None)."""
     return frozenset(f.name for f in fields(TrainConfig) if getattr(args, f.name, None) is not None)
+
+
+def add_objective_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--objective",
+        choices=sorted(OBJECTIVES),
+        default=DEFAULT_OBJECTIVE,
+        help="validation metric: valid_loss (minimised, default) or valid_acc (maximised)",
+    )
