@@ -15,9 +15,11 @@ from typing import Any
 import boto3
 import pytest
 from aws_fake_container import running_container, write_jpeg
+from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 from runtime_standin import running_standin
 
+from dogbreed.aws.autoscale import check_variant
 from dogbreed.aws.clients import Aws
 from dogbreed.cli import main
 from dogbreed.train.report import METRIC_DEFINITIONS, epoch_line
@@ -262,7 +264,10 @@ def test_redeploy_is_blue_green_and_keeps_autoscaling(
     calls.clear()
     update = ["--instance-type", "ml.c5.xlarge", "--traffic-routing", "CANARY"]
     update += ["--traffic-percent", "25", "--wait-interval", "120", "--rollback-alarm", "dogs-5xx"]
-    assert main(deploy_argv("dogs", *update)) == 0
+    assert main(deploy_argv("dogs", *update)) == 1
+    # The update was only stubbed, so moto's endpoint still serves the first config: exactly
+    # what a blue/green rollback looks like, and deploy must not call that a success.
+    assert f"not deployed: the endpoint still serves {first_config}" in capsys.readouterr().out
     # The instance type changes: deregister, update, then register the target before its policy.
     order = [c for c in calls if c in ("DeregisterScalableTarget", "UpdateEndpoint")]
     order += [c for c in calls if c in ("RegisterScalableTarget", "PutScalingPolicy")]
@@ -340,6 +345,15 @@ def test_autoscale_registers_target_before_policy(
         ]
         == []
     )
+
+
+def test_autoscale_reports_access_denied_as_such(aws_env: None) -> None:
+    # moto does not enforce IAM by default: the AccessDenied answer is stubbed.
+    sm = Aws(region="us-east-1").client("sagemaker")
+    with Stubber(sm) as stub:
+        stub.add_client_error("describe_endpoint", "AccessDeniedException", "not authorized")
+        with pytest.raises(ClientError, match="AccessDeniedException"):
+            check_variant(sm, "dogs", "AllTraffic")
 
 
 def test_autoscale_errors(moto_server: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dogbreed.aws.clients import Aws, AwsError, add_aws_arguments, aws_command, aws_from_args
+from dogbreed.aws.common import describe_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_variant(sm: Any, endpoint: str, variant: str) -> None:
     """Application Auto Scaling needs an InService endpoint with that variant."""
-    import botocore.exceptions
-
-    try:
-        described = sm.describe_endpoint(EndpointName=endpoint)
-    except botocore.exceptions.ClientError as exc:
-        raise AwsError(f"endpoint {endpoint!r} not found: deploy it first") from exc
+    described = describe_endpoint(sm, endpoint)
+    if described is None:
+        raise AwsError(f"endpoint {endpoint!r} not found: deploy it first")
     status = described["EndpointStatus"]
     if status != "InService":
         raise AwsError(f"endpoint {endpoint!r} is {status}: autoscaling needs it InService")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import time
+from typing import Any
 
 from dogbreed.aws.clients import AwsError
 
@@ -73,3 +74,16 @@ def add_wait_argument(parser: argparse.ArgumentParser, what: str) -> None:
         metavar="S",
         help="seconds between status checks while waiting (default 30)",
     )
+
+
+def describe_endpoint(sm: Any, endpoint: str) -> dict[str, Any] | None:
+    """DescribeEndpoint, or None when it does not exist (other errors, e.g. AccessDenied, raise)."""
+    import botocore.exceptions
+
+    try:
+        return sm.describe_endpoint(EndpointName=endpoint)
+    except botocore.exceptions.ClientError as exc:
+        message = exc.response.get("Error", {}).get("Message", "")
+        if "Could not find" in message or "does not exist" in message:
+            return None
+        raise

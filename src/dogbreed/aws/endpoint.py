@@ -23,6 +23,7 @@ from dogbreed.aws.common import (
     add_wait_argument,
     check_name,
     check_s3_uri,
+    describe_endpoint,
     parse_pairs,
     tag_list,
     unique_name,
@@ -167,18 +168,6 @@ def deployment_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def describe_or_none(sm: Any, endpoint: str) -> dict[str, Any] | None:
-    import botocore.exceptions
-
-    try:
-        return sm.describe_endpoint(EndpointName=endpoint)
-    except botocore.exceptions.ClientError as exc:
-        message = exc.response.get("Error", {}).get("Message", "")
-        if "Could not find" in message or "does not exist" in message:
-            return None
-        raise
-
-
 def current_instance_type(sm: Any, endpoint: dict[str, Any], variant: str) -> str | None:
     config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
     for v in config.get("ProductionVariants", []):
@@ -202,8 +191,9 @@ def wait_in_service(sm: Any, endpoint: str, poll_seconds: int) -> dict[str, Any]
     return sm.describe_endpoint(EndpointName=endpoint)
 
 
-def deploy(aws: Aws, args: argparse.Namespace) -> dict[str, Any] | None:
-    """Create or blue/green-update the endpoint; the final DescribeEndpoint when waited for."""
+def deploy(aws: Aws, args: argparse.Namespace) -> tuple[str, dict[str, Any] | None]:
+    """Create or blue/green-update the endpoint: (new config name, final DescribeEndpoint when
+    waited for)."""
     endpoint = check_name(args.endpoint_name, "endpoint name")
     if args.instance_count < 1:
         raise AwsError("--instance-count must be at least 1")
@@ -211,7 +201,7 @@ def deploy(aws: Aws, args: argparse.Namespace) -> dict[str, Any] | None:
     environment = model_environment(args)
     sm = aws.client("sagemaker")
     # A dry run sees no endpoint: it prints the create path.
-    existing = None if aws.dry_run else describe_or_none(sm, endpoint)
+    existing = None if aws.dry_run else describe_endpoint(sm, endpoint)
     if existing:
         status = existing["EndpointStatus"]
         if status in autoscale.BUSY_STATES:
@@ -274,27 +264,32 @@ def deploy(aws: Aws, args: argparse.Namespace) -> dict[str, Any] | None:
         )
         log.info("updating endpoint %s: %s -> %s", endpoint, existing["EndpointConfigName"], name)
     if aws.dry_run or not (args.wait or suspended):
-        return None
+        return name, None
     described = wait_in_service(sm, endpoint, args.poll_seconds)
     if suspended:
         autoscale.restore(aas, rid, suspended)
-    return described
+    return name, described
 
 
 @aws_command
 def deploy_main(args: argparse.Namespace) -> int:
     aws = aws_from_args(args)
-    described = deploy(aws, args)
+    config, described = deploy(aws, args)
     if aws.dry_run:
         return 0
     if described is None:
-        print(f"endpoint: {args.endpoint_name} (not waiting)")
+        print(f"endpoint: {args.endpoint_name} (not waiting)\nconfig: {config}")
         return 0
     print(f"endpoint: {described['EndpointName']}")
     print(f"status: {described['EndpointStatus']}")
     print(f"config: {described['EndpointConfigName']}")
     if described.get("FailureReason"):
         print(f"failure: {described['FailureReason']}")
+    if described["EndpointConfigName"] != config:
+        # A blue/green update that hit a rollback alarm (or failed) ends InService on the old one.
+        serving = described["EndpointConfigName"]
+        print(f"not deployed: the endpoint still serves {serving}, not {config}")
+        return 1
     return 0 if described["EndpointStatus"] == "InService" else 1
 
 
@@ -350,7 +345,7 @@ def delete(aws: Aws, endpoint: str) -> list[str]:
     sm = aws.client("sagemaker")
     aas = aws.client("application-autoscaling")
     removed = []
-    existing = describe_or_none(sm, endpoint)
+    existing = describe_endpoint(sm, endpoint)
     if existing:
         for variant in existing.get("ProductionVariants", []):
             rid = autoscale.resource_id(endpoint, variant["VariantName"])
