@@ -10,7 +10,9 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -169,6 +171,7 @@ def test_torchrun_command_and_socket_interface() -> None:
         "--master-addr=algo-1",
         "--master-port=7777",
         "--max-restarts=0",
+        "--shutdown-timeout=100",
         "--module",
         "dogbreed",
         "train",
@@ -312,9 +315,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+HOSTS = ("algo-1", "algo-2")
+
+
 def write_resourceconfig(base: Path, host: str) -> None:
     config = base / "input" / "config"
-    config.mkdir(parents=True)
+    config.mkdir(parents=True, exist_ok=True)
     resource = {"current_host": host, "hosts": ["algo-2", "algo-1"], "network_interface_name": "lo"}
     (config / "resourceconfig.json").write_text(json.dumps(resource))
 
@@ -330,48 +336,82 @@ def test_resourceconfig_is_read_into_the_plan(
     assert plan.network_interface == "lo"
 
 
-def start_hosts(tmp_path: Path, mode: str) -> list[subprocess.Popen[str]]:
-    (tmp_path / "fakeworker.py").write_text(FAKE_WORKER)
-    env = {
+class Host:
+    """One fake host: a process with its own SAGEMAKER_BASE_DIR; its output read by a thread."""
+
+    def __init__(self, base: Path, argv: list[str], env: dict[str, str]) -> None:
+        self.base = base
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            argv,
+            env={**env, "SAGEMAKER_BASE_DIR": str(base)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{self.base.name} never printed {text!r}:\n{self.output[-3000:]}")
+            time.sleep(0.2)
+
+
+def start_hosts(
+    tmp_path: Path, argv_of: Callable[[str], list[str]], env: dict[str, str] | None = None
+) -> list[Host]:
+    """algo-1 and algo-2 on this machine: both names resolve to loopback (test-only override)."""
+    common = {
         **os.environ,
-        "PYTHONPATH": str(tmp_path),
         "DOGBREED_HOST_ADDRESSES": "algo-1=127.0.0.1,algo-2=127.0.0.1",
         "DOGBREED_MASTER_PORT": str(free_port()),
         "DOGBREED_DNS_TIMEOUT": "5",
+        **(env or {}),
     }
     for marker in launch.WORKER_MARKERS:
-        env.pop(marker, None)
-    procs = []
-    for host in ("algo-1", "algo-2"):
-        write_resourceconfig(tmp_path / host, host)
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", FAKE_HOST, mode],
-                env={**env, "SAGEMAKER_BASE_DIR": str(tmp_path / host)},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    return procs
+        common.pop(marker, None)
+    hosts = []
+    for name in HOSTS:
+        write_resourceconfig(tmp_path / name, name)
+        hosts.append(Host(tmp_path / name, argv_of(name), common))
+    return hosts
 
 
-def finish(procs: list[subprocess.Popen[str]], timeout: float = 180) -> list[tuple[int, str]]:
-    results = []
+def finish(hosts: list[Host], timeout: float) -> list[tuple[int, str]]:
+    """Every host's exit code and output; kills what is still running after `timeout`."""
+    deadline = time.monotonic() + timeout
     try:
-        for proc in procs:
-            out, _ = proc.communicate(timeout=timeout)
-            results.append((proc.returncode, out))
+        for host in hosts:
+            host.proc.wait(timeout=max(deadline - time.monotonic(), 1))
+            host._reader.join(timeout=10)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    return results
+        for host in hosts:
+            if host.proc.poll() is None:
+                host.proc.kill()
+                host.proc.wait()
+    return [(host.proc.returncode, host.output) for host in hosts]
+
+
+def start_fake_job(tmp_path: Path, mode: str) -> list[Host]:
+    (tmp_path / "fakeworker.py").write_text(FAKE_WORKER)
+    argv = [sys.executable, "-c", FAKE_HOST, mode]
+    return start_hosts(tmp_path, lambda _host: argv, {"PYTHONPATH": str(tmp_path)})
 
 
 def test_two_hosts_form_one_job(tmp_path: Path) -> None:
-    (code1, out1), (code2, out2) = finish(start_hosts(tmp_path, "ok"))
+    (code1, out1), (code2, out2) = finish(start_fake_job(tmp_path, "ok"), 180)
     assert (code1, code2) == (0, 0), out1 + out2
     assert "world_size=2 rank=0" in out1 and "world_size=2 rank=1" in out2
     assert "rank=0 sum=3" in out1 and "rank=1 sum=3" in out2  # one group, not two jobs
@@ -379,20 +419,16 @@ def test_two_hosts_form_one_job(tmp_path: Path) -> None:
 
 def test_a_failing_rank_stops_the_other_host(tmp_path: Path) -> None:
     start = time.monotonic()
-    (code1, out1), (code2, out2) = finish(start_hosts(tmp_path, "fail"))
+    (code1, out1), (code2, out2) = finish(start_fake_job(tmp_path, "fail"), 180)
     assert code2 != 0 and "rank 1 fails on purpose" in out2
     assert code1 != 0, out1  # rank 0 noticed its peer is gone instead of training on alone
     assert time.monotonic() - start < 150
 
 
 def test_sigterm_on_one_host_stops_the_whole_job(tmp_path: Path) -> None:
-    procs = start_hosts(tmp_path, "hang")
-    assert procs[1].stdout is not None
-    deadline = time.monotonic() + 120
-    for line in procs[1].stdout:  # wait until the job is really running
-        if "rank=1 sum=3" in line or time.monotonic() > deadline:
-            break
-    procs[1].send_signal(signal.SIGTERM)  # what `docker stop` does to algo-2
-    (code1, out1), (code2, _) = finish(procs, timeout=120)
+    hosts = start_fake_job(tmp_path, "hang")
+    hosts[1].wait_for("rank=1 sum=3", 120)  # the job is really running
+    hosts[1].proc.send_signal(signal.SIGTERM)  # what `docker stop` does to algo-2
+    (code1, out1), (code2, _) = finish(hosts, 120)
     assert code2 != 0
     assert code1 != 0, out1

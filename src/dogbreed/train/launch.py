@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MASTER_PORT = 7777  # what the AWS PyTorch images use
 DEFAULT_DNS_TIMEOUT = 300.0
+# After SIGTERM torchrun waits this long for its workers (finish the step, write a checkpoint)
+# before SIGKILL; below SageMaker's 120 s between SIGTERM and SIGKILL.
+SHUTDOWN_TIMEOUT = 100
 ENV_NODES = "DOGBREED_NODES"
 ENV_NODE_RANK = "DOGBREED_NODE_RANK"
 ENV_MASTER_ADDR = "DOGBREED_MASTER_ADDR"
@@ -291,6 +294,7 @@ def torchrun_command(plan: LaunchPlan, argv: Sequence[str], module: str = "dogbr
         f"--master-addr={plan.master_addr}",
         f"--master-port={plan.master_port}",
         "--max-restarts=0",  # a failed rank fails the job: no silent re-runs
+        f"--shutdown-timeout={SHUTDOWN_TIMEOUT}",
         "--module",
         module,
         *argv,
