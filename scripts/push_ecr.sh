@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Push a local image to Amazon ECR, tagged with the git revision (and a version).
 #
-# Usage: scripts/push_ecr.sh [--build] IMAGE REPO [VERSION]
-#   IMAGE    local image, e.g. dogbreed-serve:latest
-#   REPO     ECR repository name, e.g. dogbreed-serve (created if missing: scan on push,
-#            immutable tags)
-#   VERSION  optional extra tag, e.g. 1.2.0
-#   --build  build IMAGE first with scripts/build_images.sh (dogbreed-train -> train,
-#            dogbreed-serve -> serve, dogbreed-serve:gpu -> serve-gpu)
+# Usage: scripts/push_ecr.sh [--build] [--dry-run] [--region R] [--profile P] IMAGE REPO [VERSION]
+#   IMAGE        local image, e.g. dogbreed-serve:latest
+#   REPO         ECR repository name, e.g. dogbreed-serve (created if missing: scan on push,
+#                immutable tags)
+#   VERSION      optional extra tag, e.g. 1.2.0
+#   --build      build IMAGE first with scripts/build_images.sh (dogbreed-train -> train,
+#                dogbreed-serve -> serve, dogbreed-serve:gpu -> serve-gpu)
+#   --dry-run    print the aws/docker commands instead of running them (no AWS call at all)
+#   --region R   AWS region (else AWS_REGION, AWS_DEFAULT_REGION, the CLI profile's)
+#   --profile P  AWS CLI profile (else AWS_PROFILE)
 #
 # Tags: git-<12-char revision>, with -dirty-<UTC time> when tracked files have uncommitted
 # changes (tags are immutable, so a dirty build never takes a clean revision's tag), and VERSION.
@@ -25,10 +28,22 @@ log() { echo "push_ecr: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 
-build=0
-if [[ "${1:-}" == "--build" ]]; then build=1; shift; fi
-[[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && usage
+build=0 dry=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --build) build=1; shift ;;
+    --dry-run) dry=1; shift ;;
+    --region) [[ $# -ge 2 ]] || usage; export AWS_REGION="$2"; shift 2 ;;
+    --profile) [[ $# -ge 2 ]] || usage; export AWS_PROFILE="$2"; shift 2 ;;
+    -h|--help) usage ;;
+    -*) log "unknown option $1"; usage ;;
+    *) break ;;
+  esac
+done
 [[ $# -ge 2 && $# -le 3 ]] || usage
+# Dry run: print a command line (to the original stdout, fd 3) instead of running it.
+exec 3>&1
+run() { if ((dry)); then echo "+ $*" >&3; else "$@"; fi; }
 image="$1" repo="$2" version="${3:-}"
 [[ "$repo" =~ ^[a-z0-9]+([._/-][a-z0-9]+)*$ ]] || die "invalid repository name: $repo"
 [[ -z "$version" || "$version" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] \
@@ -45,9 +60,10 @@ if ((build)); then
   [[ "$image" == *:* ]] && tag="${image##*:}"
   target="${name##*-}"
   [[ "$tag" == gpu ]] && target="$target-gpu"
-  IMAGE_PREFIX="${name%-*}" IMAGE_TAG="$tag" "$root/scripts/build_images.sh" "$target" >&2
+  run env IMAGE_PREFIX="${name%-*}" IMAGE_TAG="$tag" "$root/scripts/build_images.sh" "$target" >&2
 fi
-docker image inspect "$image" >/dev/null 2>&1 || die "no local image $image (build it or use --build)"
+((build && dry)) || docker image inspect "$image" >/dev/null 2>&1 \
+  || die "no local image $image (build it or use --build)"
 
 revision="$(git -C "$root" rev-parse --short=12 HEAD)" || die "not a git checkout: $root"
 if [[ -n "$(git -C "$root" status --porcelain --untracked-files=no)" ]]; then
@@ -56,26 +72,38 @@ fi
 tags=("git-$revision")
 [[ -n "$version" ]] && tags+=("$version")
 
-account="$(aws sts get-caller-identity --query Account --output text)" \
-  || die "cannot read the AWS account (credentials?)"
+create=(aws ecr create-repository --region "$region" --repository-name "$repo"
+  --image-scanning-configuration scanOnPush=true --image-tag-mutability IMMUTABLE)
+if ((dry)); then
+  run aws sts get-caller-identity --query Account --output text
+  account=ACCOUNT_ID
+else
+  account="$(aws sts get-caller-identity --query Account --output text)" \
+    || die "cannot read the AWS account (credentials?)"
+fi
 registry="${ECR_REGISTRY_OVERRIDE:-$account.dkr.ecr.$region.amazonaws.com}"
 
-if ! error="$(aws ecr describe-repositories --region "$region" --repository-names "$repo" 2>&1 \
-  >/dev/null)"; then
+if ((dry)); then
+  run aws ecr describe-repositories --region "$region" --repository-names "$repo" \
+    "|| ${create[*]}"
+  run aws ecr get-login-password --region "$region" \
+    "| docker login --username AWS --password-stdin $registry"
+elif ! error="$(aws ecr describe-repositories --region "$region" --repository-names "$repo" \
+  2>&1 >/dev/null)"; then
   [[ "$error" == *RepositoryNotFoundException* ]] || die "$error"
-  aws ecr create-repository --region "$region" --repository-name "$repo" \
-    --image-scanning-configuration scanOnPush=true --image-tag-mutability IMMUTABLE >/dev/null
+  "${create[@]}" >/dev/null
   log "created repository $repo (scan on push, immutable tags)"
 fi
-
-aws ecr get-login-password --region "$region" \
-  | docker login --username AWS --password-stdin "$registry" >&2 \
-  || die "docker login to $registry failed"
+if ((!dry)); then
+  aws ecr get-login-password --region "$region" \
+    | docker login --username AWS --password-stdin "$registry" >&2 \
+    || die "docker login to $registry failed"
+fi
 
 for tag in "${tags[@]}"; do
   uri="$registry/$repo:$tag"
-  docker tag "$image" "$uri"
-  log "pushing $uri"
-  docker push "$uri" >&2 || die "push of $uri failed (an immutable tag cannot be pushed twice)"
+  run docker tag "$image" "$uri"
+  ((dry)) || log "pushing $uri"
+  run docker push "$uri" >&2 || die "push of $uri failed (an immutable tag cannot be pushed twice)"
   echo "$uri"
 done

@@ -150,3 +150,27 @@ def test_push_errors_are_clear(moto_server: str, tmp_path: Path) -> None:
     assert bad.returncode == 1 and "invalid repository name" in bad.stderr
     usage = run_script("only-one-arg", env=env)
     assert usage.returncode == 2 and "Usage: scripts/push_ecr.sh" in usage.stderr
+
+
+@pytest.mark.docker
+def test_dry_run_prints_commands_and_calls_nothing(aws_env: None) -> None:
+    # No moto and no image: a dry run makes no AWS call and needs no local image with --build.
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    result = run_script(
+        "--dry-run", "--build", "--region", "eu-west-1", "dogbreed-serve:gpu", "dogbreed-serve",
+        "2.0", env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("IMAGE_TAG=gpu " + str(REPO / "scripts/build_images.sh serve-gpu"))
+    assert "IMAGE_PREFIX=dogbreed" in lines[0]
+    commands = "\n".join(lines)
+    describe = "+ aws ecr describe-repositories --region eu-west-1 --repository-names"
+    assert f"{describe} dogbreed-serve" in commands
+    assert "--image-scanning-configuration scanOnPush=true --image-tag-mutability IMMUTABLE" in (
+        commands
+    )
+    registry = "ACCOUNT_ID.dkr.ecr.eu-west-1.amazonaws.com"
+    assert f"docker login --username AWS --password-stdin {registry}" in commands
+    assert f"+ docker push {registry}/dogbreed-serve:2.0" in lines
+    assert lines[-1] == f"{registry}/dogbreed-serve:2.0"
