@@ -1,0 +1,146 @@
+"""`dogbreed train` end to end, as SageMaker runs it: no flags, everything under a temporary
+SAGEMAKER_BASE_DIR. Real sample JPEGs, a real resnet18, real exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dogbreed.data.layout import find_splits
+from dogbreed.train.report import METRIC_DEFINITIONS, parse_metric_lines
+
+EPOCHS = 8
+# The recipe that learns the 5-class sample within a few CPU minutes (AdamW, lr 1e-3).
+HYPERPARAMETERS = {
+    "backbone": "resnet18",
+    "image_size": 64,
+    "epochs": EPOCHS,
+    "batch_size": 16,
+    "learning_rate": 0.001,
+    "seed": 0,
+    "patience": EPOCHS,
+}
+# ARCHITECTURE.md's line formats, character for character.
+NUM = r"[0-9]+(?:\.[0-9]+)?(?:e-?[0-9]+)?"
+EPOCH_LINE = re.compile(
+    rf"^epoch=\d+ train_loss={NUM} train_acc={NUM} valid_loss={NUM} valid_acc={NUM} "
+    rf"lr={NUM} images_per_sec={NUM}$"
+)
+TEST_LINE = re.compile(rf"^test_loss={NUM} test_acc={NUM}$")
+
+
+def sagemaker_job(
+    root: Path, data: Path, hyperparameters: dict[str, object], channels: str = "training"
+) -> Path:
+    """A SageMaker-style /opt/ml: config files as the platform writes them, data channels."""
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    # The framework estimators' spelling: every value JSON-encoded into a string.
+    hps = {k: json.dumps(v) for k, v in hyperparameters.items()}
+    hps["_tuning_objective_metric"] = "valid_loss"
+    hps["sagemaker_region"] = '"us-east-1"'
+    (config / "hyperparameters.json").write_text(json.dumps(hps))
+    resource = {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"}
+    (config / "resourceconfig.json").write_text(json.dumps(resource))
+    data_root = root / "input" / "data"
+    if channels == "training":
+        shutil.copytree(data, data_root / "training")
+        names = ["training"]
+    else:
+        names = ["train", "valid", "test"]
+        for split in names:
+            shutil.copytree(data / split, data_root / split)
+    entry = {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"}
+    (config / "inputdataconfig.json").write_text(json.dumps(dict.fromkeys(names, entry)))
+    return root
+
+
+def run_train(base: Path, *flags: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    env["SAGEMAKER_BASE_DIR"] = str(base)
+    return subprocess.run(
+        [sys.executable, "-m", "dogbreed", "train", *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def sagemaker_run(
+    sample_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, subprocess.CompletedProcess]:
+    base = sagemaker_job(tmp_path_factory.mktemp("opt_ml"), sample_data, HYPERPARAMETERS)
+    return base, run_train(base)
+
+
+def test_job_succeeds_and_model_dir_holds_exactly_the_contract(
+    sagemaker_run: tuple[Path, subprocess.CompletedProcess], sample_data: Path
+) -> None:
+    base, proc = sagemaker_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = base / "model"
+    assert {p.name for p in model.iterdir()} == {
+        "weights.pt",
+        "model.onnx",
+        "model.torchscript",
+        "classes.json",
+        "metadata.json",
+    }
+    assert json.loads((model / "classes.json").read_text()) == find_splits(sample_data).classes
+    meta = json.loads((model / "metadata.json").read_text())
+    assert (meta["architecture"], meta["image_size"], meta["num_classes"]) == ("resnet18", 64, 5)
+    assert meta["hyperparameters"]["learning_rate"] == 0.001
+    assert {"torch", "torchvision", "python"} <= meta["versions"].keys()
+    assert not (base / "output" / "failure").exists()
+    assert (base / "checkpoints" / "last.pt").is_file()
+
+
+def test_model_learned_and_outputs_are_written(
+    sagemaker_run: tuple[Path, subprocess.CompletedProcess],
+) -> None:
+    base, proc = sagemaker_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((base / "output" / "data" / "metrics.json").read_text())
+    final = metrics["final"]
+    assert final["test_acc"] >= 0.5, f"5 classes, chance is 0.2: {final}"
+    assert [h["epoch"] for h in metrics["history"]] == list(range(1, EPOCHS + 1))
+    best = min(metrics["history"], key=lambda h: h["valid_loss"])
+    assert metrics["best_epoch"] == best["epoch"]  # selection on valid, never on test
+    assert final["valid_loss"] == pytest.approx(best["valid_loss"])
+    confusion = metrics["confusion_matrix"]
+    assert sum(map(sum, confusion)) == 30  # every test image counted once
+    assert sum(confusion[i][i] for i in range(5)) / 30 == pytest.approx(final["test_acc"])
+    for plot in ("curves.png", "confusion_matrix.png"):
+        assert (base / "output" / "data" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    meta = json.loads((base / "model" / "metadata.json").read_text())
+    assert meta["metrics"]["test_acc"] == pytest.approx(final["test_acc"])
+
+
+def test_stdout_metric_lines_follow_the_contract_and_the_regexes(
+    sagemaker_run: tuple[Path, subprocess.CompletedProcess],
+) -> None:
+    base, proc = sagemaker_run
+    lines = proc.stdout.splitlines()
+    assert "world_size=1 rank=0 device=cpu" in lines
+    epoch_lines = [line for line in lines if line.startswith("epoch=")]
+    assert len(epoch_lines) == EPOCHS
+    assert all(EPOCH_LINE.match(line) for line in epoch_lines), epoch_lines
+    assert sum(bool(TEST_LINE.match(line)) for line in lines) == 1
+    # What SageMaker would scrape with our MetricDefinitions.
+    scraped = parse_metric_lines(proc.stdout)
+    assert {d["Name"] for d in METRIC_DEFINITIONS} == scraped.keys()
+    assert scraped["epoch"] == list(range(1, EPOCHS + 1))
+    history = json.loads((base / "output" / "data" / "metrics.json").read_text())["history"]
+    assert scraped["valid_loss"] == pytest.approx([h["valid_loss"] for h in history], abs=1e-4)
+    assert scraped["train_acc"] == pytest.approx([h["train_acc"] for h in history], abs=1e-4)
+    final = json.loads((base / "output" / "data" / "metrics.json").read_text())["final"]
+    assert scraped["test_acc"] == [pytest.approx(final["test_acc"], abs=1e-4)]
