@@ -10,7 +10,9 @@ to a REAL model server's `/invocations` and answers the way the runtime does (bo
   `LogStreamArn` and a `Message` that names the account and log stream, as AWS's does (the
   handler must not leak those);
 - unknown endpoint -> 400 `ValidationError`;
-- `mode = "throttle"` -> 400 `ThrottlingException`; `mode = "sleep"` sleeps `sleep_s` first.
+- `mode = "throttle"` -> 400 `ThrottlingException`; `mode = "sleep"` sleeps `sleep_s` first;
+  `mode = "container_timeout"` -> the 424 `ModelError` (status 0) the runtime sends when the
+  container misses its 60 s.
 
 boto3 reaches it through `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`. Used by the tests and by
 bench/bench_lambda.py only.
@@ -35,6 +37,10 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 FORWARDED_HEADERS = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
 ROUTE = re.compile(r"^/endpoints/([^/]+)/invocations$")
+CONTAINER_TIMEOUT = (
+    "Your invocation timed out while waiting for a response from container primary. Review the "
+    "latency metrics for each container in Amazon CloudWatch, resolve the issue, and try again."
+)
 HANDLER_FILE = Path(__file__).resolve().parent.parent / "lambda" / "handler.py"
 
 
@@ -55,7 +61,7 @@ class RuntimeStandIn(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.endpoint_name = endpoint_name
         self.model = urlsplit(model_url)
-        self.mode = "forward"  # forward | throttle | sleep
+        self.mode = "forward"  # forward | throttle | sleep | container_timeout
         self.sleep_s = 0.0
         self.requests = 0
         self.last_headers: dict[str, str] = {}
@@ -104,6 +110,9 @@ class _Handler(BaseHTTPRequestHandler):
         if server.mode == "throttle":
             self._error(400, "ThrottlingException", {"message": "Rate exceeded"})
             return
+        if server.mode == "container_timeout":
+            self._model_error(name, 0, CONTAINER_TIMEOUT)
+            return
         if server.mode == "sleep":
             time.sleep(server.sleep_s)
         conn = http.client.HTTPConnection(server.model.hostname, server.model.port, timeout=60)
@@ -117,7 +126,10 @@ class _Handler(BaseHTTPRequestHandler):
         if answer.status < 400:
             self._send(200, payload, answer.getheader("Content-Type") or "application/json")
             return
-        kind = "client" if answer.status < 500 else "server"
+        self._model_error(name, answer.status, payload.decode(errors="replace"))
+
+    def _model_error(self, name: str, status: int, original: str) -> None:
+        kind = "client" if 400 <= status < 500 else "server"
         log_group = f"/aws/sagemaker/Endpoints/{name}"
         self._error(
             424,
@@ -126,13 +138,13 @@ class _Handler(BaseHTTPRequestHandler):
                 "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
                 "LogStreamArn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{log_group}",
                 "Message": (
-                    f'Received {kind} error ({answer.status}) from primary with message "'
-                    f'{payload.decode(errors="replace")}". See https://{REGION}.console.aws.'
-                    f"amazon.com/cloudwatch/home?region={REGION}#logEventViewer:group="
-                    f"{log_group} in account {ACCOUNT} for more information."
+                    f'Received {kind} error ({status}) from primary with message "{original}". '
+                    f"See https://{REGION}.console.aws.amazon.com/cloudwatch/home?region="
+                    f"{REGION}#logEventViewer:group={log_group} in account {ACCOUNT} for more "
+                    "information."
                 ),
-                "OriginalMessage": payload.decode(errors="replace"),
-                "OriginalStatusCode": answer.status,
+                "OriginalMessage": original,
+                "OriginalStatusCode": status,
             },
         )
 

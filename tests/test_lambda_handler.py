@@ -218,14 +218,51 @@ def test_direct_bad_input_is_400(lam: ModuleType, standin: RuntimeStandIn, evt: 
     assert standin.requests == 0  # refused before any endpoint call
 
 
-def test_http_missing_body_bad_json_bad_type(lam: ModuleType, standin: RuntimeStandIn) -> None:
+def test_http_missing_body_or_bad_json(lam: ModuleType, standin: RuntimeStandIn) -> None:
     assert call(lam, event("apigw_rest_v1", None, False))[2]["error"] == "missing_input"
     assert call(lam, event("apigw_http_v2", "{not json", False))[0] == 400
     assert call(lam, event("apigw_http_v2", '["a list"]', False))[0] == 400
-    evt = event("apigw_http_v2", "hello", False, **{"content-type": "text/plain"})
-    status, _, body = call(lam, evt)
-    assert (status, body["error"]) == (400, "unsupported_media_type")
+    assert call(lam, event("apigw_http_v2", '{"top_k": 2}', False))[2]["error"] == "missing_input"
     assert standin.requests == 0
+
+
+def test_other_content_types_are_image_bytes_for_the_model_to_judge(
+    lam: ModuleType, standin: RuntimeStandIn
+) -> None:
+    # curl --data-binary @dog.jpg labels the body application/x-www-form-urlencoded.
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    assert call(lam, event("apigw_http_v2", b64(jpeg_bytes()), True, **form))[0] == 200
+    status, _, body = call(
+        lam, event("apigw_http_v2", "hello", False, **{"content-type": "text/plain"})
+    )
+    assert status == 400 and body["error"] != "model_error"  # the server's own refusal
+    assert standin.requests == 2
+
+
+def test_multipart_form_upload(lam: ModuleType) -> None:
+    # A browser <form enctype="multipart/form-data"> upload, encoded by urllib3 (boto3's HTTP).
+    from urllib3 import encode_multipart_formdata
+
+    body, content_type = encode_multipart_formdata(
+        {"top_k": "2", "image": ("dog.jpg", jpeg_bytes(), "image/jpeg")}
+    )
+    evt = event("function_url", b64(body), True, **{"content-type": content_type})
+    status, _, result = call(lam, evt)
+    assert status == 200
+    assert_top_k(result, 2)
+
+    body, content_type = encode_multipart_formdata({"top_k": "2"})
+    evt = event("function_url", b64(body), True, **{"content-type": content_type})
+    assert call(lam, evt)[2]["error"] == "missing_input"
+
+
+def test_body_given_as_an_object(lam: ModuleType) -> None:
+    # Console test events and some tools put the JSON document itself in "body".
+    evt = event("apigw_rest_v1", None, False)
+    evt["body"] = {"image_base64": b64(jpeg_bytes()), "top_k": 1}
+    status, _, result = call(lam, evt)
+    assert status == 200
+    assert_top_k(result, 1)
 
 
 def test_image_the_model_cannot_read_is_400_with_the_servers_message(
@@ -301,6 +338,12 @@ def test_timeout_is_504(
     monkeypatch.setenv("ENDPOINT_MAX_ATTEMPTS", "1")
     lam._client = None  # the client reads its time-outs when it is created
     standin.mode, standin.sleep_s = "sleep", 2.0
+    status, _, body = call(lam, {"image_base64": b64(jpeg_bytes())})
+    assert (status, body["error"]) == (504, "timeout")
+
+
+def test_container_missing_its_60_s_is_504(lam: ModuleType, standin: RuntimeStandIn) -> None:
+    standin.mode = "container_timeout"
     status, _, body = call(lam, {"image_base64": b64(jpeg_bytes())})
     assert (status, body["error"]) == (504, "timeout")
 
