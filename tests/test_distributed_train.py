@@ -1,0 +1,143 @@
+"""One real `dogbreed train` DDP job across two fake hosts on this machine (gloo on CPU).
+
+Each host is a process with its own SAGEMAKER_BASE_DIR whose resourceconfig.json names it
+algo-1 or algo-2; both names resolve to 127.0.0.1 through DOGBREED_HOST_ADDRESSES (test-only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY_TRAIN_FLAGS
+from test_distributed_launch import Host, finish, start_hosts
+
+from dogbreed.model.artifact import METADATA_FILE, WEIGHTS_FILE
+from dogbreed.train import launch
+
+TRAIN_IMAGES = 120  # conftest's sample: 5 classes x 24 train images
+WORLD = 2
+
+
+def dist_flags(**changes: str) -> list[str]:
+    """TINY_TRAIN_FLAGS with half the batch per rank: the same global batch (16), same LR."""
+    flags = list(TINY_TRAIN_FLAGS)
+    changes.setdefault("batch-size", str(int(flags[flags.index("--batch-size") + 1]) // WORLD))
+    for name, value in changes.items():
+        flags[flags.index(f"--{name}") + 1] = value
+    return flags
+
+
+def train_argv(data: Path, flags: list[str]) -> list[str]:
+    return [sys.executable, "-m", "dogbreed", "train", "--data", str(data), *flags]
+
+
+def start_job(tmp_path: Path, data: Path | dict[str, Path], flags: list[str]) -> list[Host]:
+    data_of = data if isinstance(data, dict) else dict.fromkeys(("algo-1", "algo-2"), data)
+    return start_hosts(tmp_path, lambda host: train_argv(data_of[host], flags))
+
+
+def samples_per_rank(output: str) -> dict[tuple[int, int], int]:
+    """(rank, epoch) -> images that rank trained on, from its `rank=R epoch=E train_samples=K`."""
+    found = re.findall(r"rank=(\d+) epoch=(\d+) train_samples=(\d+)", output)
+    return {(int(r), int(e)): int(k) for r, e, k in found}
+
+
+@pytest.mark.slow
+def test_two_hosts_train_one_model(
+    sample_data: Path, trained_model_dir: Path, tmp_path: Path
+) -> None:
+    (code1, out1), (code2, out2) = finish(start_job(tmp_path, sample_data, dist_flags()), 1200)
+    assert (code1, code2) == (0, 0), out1[-3000:] + out2[-3000:]
+    assert "world_size=2 rank=0" in out1 and "world_size=2 rank=1" in out2
+
+    # Each rank trains on its own half: the shares add up to one pass over the split. Only a
+    # partial last global batch may be left out (drop_last), exactly as in a single-process run.
+    counts = samples_per_rank(out1 + out2)
+    epochs = int(TINY_TRAIN_FLAGS[TINY_TRAIN_FLAGS.index("--epochs") + 1])
+    global_batch = int(dist_flags()[dist_flags().index("--batch-size") + 1]) * WORLD
+    for epoch in range(1, epochs + 1):
+        shares = [counts[(rank, epoch)] for rank in range(WORLD)]
+        assert shares[0] == shares[1]
+        assert sum(shares) == TRAIN_IMAGES // global_batch * global_batch
+
+    # Metric lines (reduced over ranks) come from rank 0 only.
+    assert re.search(r"^epoch=1 ", out1, re.M) and not re.search(r"^epoch=", out2, re.M)
+    assert re.search(r"^test_loss=", out1, re.M) and not re.search(r"^test_loss=", out2, re.M)
+
+    # Only rank 0 wrote the model, output/data and checkpoints.
+    algo1, algo2 = tmp_path / "algo-1", tmp_path / "algo-2"
+    assert (algo1 / "model" / WEIGHTS_FILE).is_file()
+    assert (algo1 / "output" / "data" / "metrics.json").is_file()
+    assert (algo1 / "checkpoints" / "last.pt").is_file()
+    for name in ("model", "output/data", "checkpoints"):
+        assert not (algo2 / name).exists() or not any((algo2 / name).iterdir()), name
+    metrics = json.loads((algo1 / "output" / "data" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+
+    # Same data, same global batch and LR: the model is as good as a single-process run's.
+    # Per-rank BatchNorm sees 8 images instead of 16, so the runs are not bit-identical.
+    single = json.loads((trained_model_dir / METADATA_FILE).read_text())["metrics"]
+    multi = json.loads((algo1 / "model" / METADATA_FILE).read_text())["metrics"]
+    assert multi["test_acc"] >= single["test_acc"] - 0.2, (multi, single)
+    assert multi["test_acc"] > 1.5 / 5  # clearly above chance (5 classes)
+
+
+def test_a_failing_rank_stops_the_job_and_both_hosts_report_it(
+    sample_data: Path, tmp_path: Path
+) -> None:
+    # algo-2's data channel is missing: its rank fails after joining the process group.
+    data = {"algo-1": sample_data, "algo-2": tmp_path / "missing"}
+    (code1, out1), (code2, out2) = finish(start_job(tmp_path, data, dist_flags()), 600)
+    assert code1 != 0 and code2 != 0, out1[-3000:] + out2[-3000:]
+    reason2 = (tmp_path / "algo-2" / "output" / "failure").read_text()
+    assert "missing" in reason2  # the root cause, on the host where it happened
+    assert (tmp_path / "algo-1" / "output" / "failure").read_text().strip()  # and the peer stops
+    assert not (tmp_path / "algo-1" / "model" / WEIGHTS_FILE).exists()
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_host_stops_both_and_the_job_resumes(
+    sample_data: Path, tmp_path: Path
+) -> None:
+    flags = dist_flags(epochs="2")
+    hosts = start_job(tmp_path, sample_data, flags)
+    hosts[0].wait_for("rank=0 epoch=1 train_samples=", 900)  # epoch 1 trained
+    hosts[1].proc.send_signal(signal.SIGTERM)  # `docker stop` on algo-2 only
+    (code1, out1), (code2, out2) = finish(hosts, 300)
+    assert code1 != 0 and code2 != 0, out1[-3000:] + out2[-3000:]
+    for host in ("algo-1", "algo-2"):
+        assert "SIGTERM" in (tmp_path / host / "output" / "failure").read_text()
+    assert (tmp_path / "algo-1" / "checkpoints" / "last.pt").is_file()
+    assert not (tmp_path / "algo-2" / "checkpoints").exists()  # only rank 0 writes them
+
+    # The restarted job (same dirs, as a SageMaker retry or spot restart) continues: algo-2
+    # holds no checkpoint, so every rank must take rank 0's, or the ranks would diverge.
+    (code1, out1), (code2, out2) = finish(start_job(tmp_path, sample_data, flags), 900)
+    assert (code1, code2) == (0, 0), out1[-3000:] + out2[-3000:]
+    resumed = re.findall(r"resuming from checkpoint epoch=(\d+) step=(\d+)", out1 + out2)
+    assert len(resumed) == 2 and resumed[0] == resumed[1]
+    assert resumed[0][0] == "2"  # stopped after epoch 1's training: epoch 1 is not redone
+    assert "rank=1 epoch=2 " in out2 and not re.search(r"^epoch=1 ", out1, re.M)
+    assert (tmp_path / "algo-1" / "model" / WEIGHTS_FILE).is_file()
+    assert not (tmp_path / "algo-1" / "output" / "failure").exists()
+
+
+def test_a_host_that_never_resolves_is_a_clear_error(tmp_path: Path) -> None:
+    base = tmp_path / "algo-1"
+    config = base / "input" / "config"
+    config.mkdir(parents=True)
+    resource = {"current_host": "algo-1", "hosts": ["algo-1", "nope.invalid"]}
+    (config / "resourceconfig.json").write_text(json.dumps(resource))
+    env = {k: v for k, v in os.environ.items() if k not in launch.WORKER_MARKERS}
+    env["DOGBREED_HOST_ADDRESSES"] = "algo-1=127.0.0.1"
+    host = Host(base, train_argv(tmp_path / "data", ["--dns-timeout", "1"]), env)
+    [(code, out)] = finish([host], 120)
+    assert code == 2, out
+    reason = (base / "output" / "failure").read_text()
+    assert "nope.invalid did not resolve within 1 s" in reason
