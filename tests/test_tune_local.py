@@ -174,3 +174,21 @@ def test_a_trial_left_running_by_a_dead_process_is_retried(
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "COMPLETE"]
     assert study.trials[1].params == space_params  # the same parameters, tried again
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("median", optuna.pruners.MedianPruner),
+        ("hyperband", optuna.pruners.HyperbandPruner),
+        ("none", optuna.pruners.NopPruner),
+    ],
+)
+def test_pruner_choices(name: str, kind: type) -> None:
+    assert isinstance(local.make_pruner(local.StudySettings(storage="", pruner=name)), kind)
+
+
+def test_unknown_objective_is_refused(tmp_path: Path) -> None:
+    settings = local.StudySettings(storage=f"sqlite:///{tmp_path / 's.db'}", objective="test_acc")
+    with pytest.raises(local.TuneError, match="unknown objective 'test_acc'"):
+        local.open_study(settings, TrainConfig())
