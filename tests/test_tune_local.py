@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -192,3 +195,26 @@ def test_unknown_objective_is_refused(tmp_path: Path) -> None:
     settings = local.StudySettings(storage=f"sqlite:///{tmp_path / 's.db'}", objective="test_acc")
     with pytest.raises(local.TuneError, match="unknown objective 'test_acc'"):
         local.open_study(settings, TrainConfig())
+
+
+def test_ctrl_c_keeps_the_study_and_prints_the_summary(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tuning"
+    cmd = [sys.executable, "-m", "dogbreed", "tune", "--data", str(tiny_data),
+           "--output-dir", str(out), "--n-trials", "5", *FIXED]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        # Interrupt in the middle of the first trial, after its first epoch line.
+        for line in proc.stdout:
+            if line.startswith("epoch=1 ") or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert "interrupted: re-run the same command" in stderr
+    assert re.search(r"^0\s+FAIL", stdout, re.MULTILINE)  # the interrupted trial, recorded
+    study = optuna.load_study(storage=f"sqlite:///{out / 'study.db'}", study_name="dogbreed")
+    assert [t.state.name for t in study.trials] == ["FAIL"]

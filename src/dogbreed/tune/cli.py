@@ -71,26 +71,31 @@ def main(args: argparse.Namespace) -> int:
     from dogbreed.model.build import ModelError
     from dogbreed.tune import local
 
-    output_dir = args.output_dir.resolve()
-    status = 0
+    bad_input = (ConfigError, DataError, ModelError, local.TuneError)
     try:
         base = config_from_args(args)
         find_splits(args.data)  # a bad layout is reported now, not after the first trial starts
-        output_dir.mkdir(parents=True, exist_ok=True)
-        settings = local.StudySettings(
-            storage=args.storage or f"sqlite:///{output_dir / 'study.db'}",
-            study_name=args.study_name,
-            objective=args.objective,
-            pruner=args.pruner,
-            pruner_startup_trials=args.pruner_startup_trials,
-            pruner_warmup_epochs=args.pruner_warmup_epochs,
-            fixed=fixed_from_args(args),
-        )
+    except bad_input as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output_dir = args.output_dir.resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    settings = local.StudySettings(
+        storage=args.storage or f"sqlite:///{output_dir / 'study.db'}",
+        study_name=args.study_name,
+        objective=args.objective,
+        pruner=args.pruner,
+        pruner_startup_trials=args.pruner_startup_trials,
+        pruner_warmup_epochs=args.pruner_warmup_epochs,
+        fixed=fixed_from_args(args),
+    )
+    status = 0
+    try:
         study = local.run_study(
             args.data.resolve(), output_dir, base, settings, args.n_trials, args.timeout
         )
-    except (ConfigError, DataError, ModelError, local.TuneError) as exc:
-        # Bad flags, data or storage, or a trial the trainer refused (e.g. unknown backbone).
+    except bad_input as exc:
+        # A bad storage or study, or a trial the trainer refused (e.g. an unknown backbone).
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
