@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dogbreed.config import ConfigError, TrainConfig, config_from_hyperparameters
+from dogbreed.config import (
+    ConfigError,
+    TrainConfig,
+    canonical_name,
+    config_from_hyperparameters,
+)
 
 DEFAULT_BASE_DIR = "/opt/ml"
 FAILURE_LIMIT = 1024  # SageMaker keeps the first 1024 characters as FailureReason
@@ -105,9 +110,18 @@ def read_hyperparameters(base: Path) -> dict[str, Any]:
 
 
 def load_config(base: Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """TrainConfig from hyperparameters.json, then `overrides` (CLI flags) on top."""
-    cfg = config_from_hyperparameters(read_hyperparameters(base))
-    return config_from_hyperparameters(overrides, cfg) if overrides else cfg
+    """TrainConfig from hyperparameters.json, then `overrides` (CLI flags) on top.
+
+    A key given as a flag is not parsed from the file at all: a flag can fix a bad value there.
+    """
+    overrides = overrides or {}
+    replaced = {canonical_name(key) for key in overrides}
+    from_file = {
+        key: value
+        for key, value in read_hyperparameters(base).items()
+        if canonical_name(key) not in replaced
+    }
+    return config_from_hyperparameters(overrides, config_from_hyperparameters(from_file))
 
 
 def _count_gpus() -> int:
