@@ -123,10 +123,13 @@ def test_attach_reports_trials_and_best(
             summary("t-004", 0.77, "0.002"),
         ],
     )
+    # moto's tuning jobs complete at once: the wait returns after one poll.
+    assert tuning.wait_for(sm, "dogbreed-tune-rep", poll_s=0.1, timeout_s=10) == "Completed"
     best_file = tmp_path / "best.json"
     cfg = tuning.report(sm, "dogbreed-tune-rep", best_file)
     out = capsys.readouterr().out
     lines = out.splitlines()
+    assert "dogbreed-tune-rep: Completed Completed=1" in out  # the wait's progress line
     assert "dogbreed-tune-rep: Completed, 4 training job(s), objective valid_loss" in out
     rows = [line.split()[0] for line in lines if line.startswith("t-")]
     assert rows == ["t-003", "t-004", "t-001", "t-002"]  # best first, no objective last
@@ -179,3 +182,11 @@ def test_bad_requests_fail_with_a_clear_error(
 def test_create_needs_image_role_output(aws_env: None, capsys: pytest.CaptureFixture) -> None:
     assert tuning.main(parse(["--data", "s3://bucket/d", "--dry-run"])) == 2
     assert "--image, --role, --output" in capsys.readouterr().err
+
+
+def test_attach_to_a_missing_job_is_a_clear_error(
+    moto_server: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert tuning.main(parse(["--attach", "no-such-tuning-job", "--no-wait"])) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no-such-tuning-job" in err
