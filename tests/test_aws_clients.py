@@ -48,44 +48,33 @@ def test_missing_resource_against_moto(moto_server: str) -> None:
     assert "not found; check the name and the region" in message
 
 
-def test_access_denied_is_explained(aws_env: None) -> None:
-    # moto does not enforce IAM by default, so the AccessDenied answer is stubbed.
+@pytest.mark.parametrize(
+    ("code", "message", "hint"),
+    [
+        (
+            "AccessDeniedException",
+            "User: arn:aws:iam::1:user/x is not authorized to perform: sagemaker:CreateEndpoint",
+            "permission denied; the IAM identity needs this action",
+        ),
+        (
+            "ResourceLimitExceeded",
+            "The account-level service limit 'ml.p3.2xlarge for spot training' is 0 Instances",
+            "request an increase in Service Quotas",
+        ),
+        ("ThrottlingException", "Rate exceeded", "quota or rate limit reached"),
+        ("ExpiredTokenException", "The security token has expired", "invalid or expired"),
+    ],
+)
+def test_service_errors_are_explained(aws_env: None, code: str, message: str, hint: str) -> None:
+    # moto does not enforce IAM by default and has no quotas: these answers are stubbed.
     sm = Aws(region="us-east-1").client("sagemaker")
     with Stubber(sm) as stub:
-        stub.add_client_error(
-            "create_endpoint",
-            service_error_code="AccessDeniedException",
-            service_message="User: arn:aws:iam::1:user/x is not authorized to perform: "
-            "sagemaker:CreateEndpoint",
-            http_status_code=400,
-        )
+        stub.add_client_error("create_endpoint", code, message, http_status_code=400)
         with pytest.raises(Exception) as info:
             sm.create_endpoint(EndpointName="e", EndpointConfigName="c")
-    message = str(translate(info.value))
-    assert message.startswith("CreateEndpoint failed (AccessDeniedException)")
-    assert "permission denied" in message
-
-
-def test_quota_error_is_explained(aws_env: None) -> None:
-    # A quota error cannot be provoked from moto; the answer is stubbed.
-    sm = Aws(region="us-east-1").client("sagemaker")
-    with Stubber(sm) as stub:
-        stub.add_client_error(
-            "create_training_job",
-            service_error_code="ResourceLimitExceeded",
-            service_message="The account-level service limit 'ml.p3.2xlarge for spot training "
-            "job usage' is 0 Instances",
-        )
-        with pytest.raises(Exception) as info:
-            sm.create_training_job(
-                TrainingJobName="j",
-                AlgorithmSpecification={"TrainingInputMode": "File", "TrainingImage": "i"},
-                RoleArn="arn:aws:iam::123456789012:role/r",
-                OutputDataConfig={"S3OutputPath": "s3://b/o"},
-                ResourceConfig={"InstanceType": "ml.p3.2xlarge", "InstanceCount": 1},
-                StoppingCondition={"MaxRuntimeInSeconds": 60},
-            )
-    assert "Service Quotas" in str(translate(info.value))
+    text = str(translate(info.value))
+    assert text == f"CreateEndpoint failed ({code}): {message} -- {text.split(' -- ')[1]}"
+    assert hint in text
 
 
 def test_missing_region_and_profile(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
