@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# The real model server fixtures (`model_server`, `running_server`): tests/serving.py.
+pytest_plugins = ["serving"]
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Small enough for 2 CPU cores, large enough that the model clearly learns.

@@ -24,6 +24,7 @@ MMS_PREDICT_PATH = "/predictions/model"
 # Request headers MMS and the handler need; everything else stays here.
 FORWARDED_HEADERS = ("content-type", "accept")
 FORWARDED_PREFIX = "x-amzn-sagemaker-"
+RETURNED_PREFIX = "x-dogbreed-"  # response headers passed back to the client
 # Bodies up to this multiple of the limit are read and dropped so the client sees the 413;
 # beyond it the connection is closed instead.
 DRAIN_FACTOR = 4
@@ -102,15 +103,14 @@ class GatewayHandler(BaseHTTPRequestHandler):
             if k.lower() in FORWARDED_HEADERS or k.lower().startswith(FORWARDED_PREFIX)
         }
         try:
-            status, content_type, payload = self._forward(body, headers)
+            status, extra, payload = self._forward(body, headers)
         except (OSError, http.client.HTTPException) as exc:
             log.warning("model server unreachable: %s", exc)
             self._reply(503, error_body("unavailable", "the model server is not reachable"))
             return
         if status >= 400:
             payload = _normalise_error(status, payload)
-            content_type = "application/json"
-        self._reply(status, payload, content_type)
+        self._reply(status, payload, extra)
 
     def _read_body(self) -> bytes:
         limit = self.server.max_payload_bytes
@@ -164,7 +164,9 @@ class GatewayHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         self._reply(status, body)
 
-    def _forward(self, body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes]:
+    def _forward(
+        self, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         for attempt in (1, 2):
             conn = getattr(self._local, "conn", None)
             fresh = conn is None
@@ -177,8 +179,12 @@ class GatewayHandler(BaseHTTPRequestHandler):
                 conn.request("POST", MMS_PREDICT_PATH, body=body, headers=headers)
                 response = conn.getresponse()
                 payload = response.read()
-                content_type = response.getheader("Content-Type", "application/json")
-                return response.status, content_type, payload
+                extra = [
+                    (k, v)
+                    for k, v in response.getheaders()
+                    if k.lower().startswith(RETURNED_PREFIX)
+                ]
+                return response.status, extra, payload
             except (OSError, http.client.HTTPException):
                 conn.close()
                 self._local.conn = None
@@ -188,11 +194,14 @@ class GatewayHandler(BaseHTTPRequestHandler):
         raise AssertionError("unreachable")
 
     def _reply(
-        self, status: int, body: str | bytes, content_type: str = "application/json"
+        self, status: int, body: str | bytes, extra: list[tuple[str, str]] | None = None
     ) -> None:
+        """Every answer is JSON: ours, the handler's, or MMS's errors reshaped."""
         data = body.encode() if isinstance(body, str) else body
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Type", "application/json")
+        for name, value in extra or ():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         if self.close_connection:
             self.send_header("Connection", "close")

@@ -21,6 +21,7 @@ from dogbreed.serve.protocol import JSON_TYPE, ParsedRequest, parse_request, ren
 from dogbreed.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
+BATCH_HEADER = "X-Dogbreed-Batch-Size"
 
 
 class InferenceService:
@@ -111,5 +112,7 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[str] | None:
     for idx, (status, body) in enumerate(answers):
         context.set_response_status(status, HTTPStatus(status).phrase, idx)
         context.set_response_content_type(idx, JSON_TYPE)
+        # How many requests shared this forward pass: observability for batching tuning.
+        context.set_response_header(idx, BATCH_HEADER, str(len(data)))
         bodies.append(body)
     return bodies

@@ -190,8 +190,9 @@ class ModelServer:
             str(self.model_dir.parent),
         ]
         log.info("starting multi-model-server: %s", " ".join(cmd))
-        # Own process group: Java and its Python workers are stopped together.
-        self.process = subprocess.Popen(cmd, env=env, cwd=self.workdir, start_new_session=True)
+        # Same process group as `serve`: a signal to the group (tini -g, Ctrl-C) reaches Java
+        # and the workers too, and nothing outlives a killed group.
+        self.process = subprocess.Popen(cmd, env=env, cwd=self.workdir)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -263,17 +264,24 @@ class ModelServer:
         return str(answer.get("status")) if status == 200 else None
 
     def stop(self) -> None:
+        """SIGTERM to the launcher, Java and the workers; SIGKILL whatever outlives the grace."""
+        import psutil
+
         if self.process is None or self.process.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(SHUTDOWN_GRACE_S)
-        except subprocess.TimeoutExpired:
-            log.warning("multi-model-server ignored SIGTERM; killing it")
-        # Workers can outlive the launcher: sweep the whole group either way.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+            launcher = psutil.Process(self.process.pid)
+            tree = [launcher, *launcher.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            tree = []
+        for proc in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.terminate()
+        _, alive = psutil.wait_procs(tree, timeout=SHUTDOWN_GRACE_S)
+        for proc in alive:
+            log.warning("killing %s (pid %d), still running after SIGTERM", proc.name(), proc.pid)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
         self.process.wait()
 
 

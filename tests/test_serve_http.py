@@ -1,0 +1,237 @@
+"""The real server (`dogbreed serve`: Java MMS, our handler, the gateway) over HTTP, on a model
+from the real trainer. Nothing is mocked."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+from serving import running_server
+
+from dogbreed.data.images import is_image_file
+from dogbreed.model import artifact
+
+TIMEOUT = 60
+JSON = "application/json"
+
+
+def post(url: str, data: bytes, content_type: str | None, **headers: str) -> requests.Response:
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return requests.post(f"{url}/invocations", data=data, headers=headers, timeout=TIMEOUT)
+
+
+def sample_test_images(sample_data: Path, n: int = 6) -> list[Path]:
+    files = sorted(p for p in (sample_data / "test").rglob("*") if is_image_file(p))
+    return files[:: max(1, len(files) // n)][:n]
+
+
+def jpeg(
+    size: tuple[int, int] = (500, 375), colour: tuple[int, int, int] = (180, 120, 60)
+) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def reference_probabilities(model_dir: Path, images: list[bytes]) -> np.ndarray:
+    """What the trainer's own stack says: weights.pt in torch eager with its eval transform, on
+    the pixels serving decodes (reduced-size JPEG decoding; test_serve_preprocess bounds how far
+    that is from a full decode)."""
+    import torch
+
+    from dogbreed.data.images import open_rgb
+    from dogbreed.data.transforms import eval_transform
+    from dogbreed.model.build import build_model
+
+    meta = artifact.read_metadata(model_dir)
+    model = build_model(meta.architecture, meta.num_classes)
+    model.load_state_dict(torch.load(model_dir / artifact.WEIGHTS_FILE, map_location="cpu"))
+    model.eval()
+    transform = eval_transform(meta.image_size)
+    batch = torch.stack([transform(open_rgb(data, meta.resize_size)) for data in images])
+    with torch.no_grad():
+        return torch.softmax(model(batch), dim=1).numpy()
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header declares width x height pixels (10 gigapixels by default)."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    struct.pack_into(">II", data, 16, width, height)  # IHDR data starts at byte 16
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_ping_is_healthy_json(model_server: str) -> None:
+    response = requests.get(f"{model_server}/ping", timeout=5)
+    assert response.status_code == 200
+    assert response.json() == {"status": "Healthy"}
+
+
+def test_jpeg_prediction_matches_the_trainers_torch_model(
+    model_server: str, trained_model_dir: Path, sample_data: Path
+) -> None:
+    files = sample_test_images(sample_data)
+    images = [p.read_bytes() for p in files]
+    expected = reference_probabilities(trained_model_dir, images)
+    classes = artifact.read_classes(trained_model_dir)
+    for data, want in zip(images, expected, strict=True):
+        response = post(model_server, data, "image/jpeg")
+        assert response.status_code == 200, response.text
+        assert response.headers["Content-Type"] == "application/json"
+        top = response.json()["top_k"]
+        assert len(top) == min(5, len(classes))
+        assert top[0]["class_index"] == int(np.argmax(want))
+        assert top[0]["label"] == classes[top[0]["class_index"]]
+        for entry in top:
+            # onnxruntime vs torch eager, numpy vs torchvision normalisation: both fp32.
+            assert entry["probability"] == pytest.approx(want[entry["class_index"]], abs=1e-4)
+        probabilities = [e["probability"] for e in top]
+        assert probabilities == sorted(probabilities, reverse=True)
+
+
+def test_every_content_type_and_option(model_server: str, sample_data: Path) -> None:
+    path = sample_test_images(sample_data, 1)[0]
+    data = path.read_bytes()
+    baseline = post(model_server, data, "image/jpeg").json()["top_k"]
+
+    png = io.BytesIO()
+    Image.open(path).convert("RGBA").save(png, "PNG")
+    b64 = base64.b64encode(data).decode()
+    for content_type, body in [
+        ("image/png", png.getvalue()),
+        ("application/x-image", data),
+        ("application/octet-stream", data),
+        ("application/json", json.dumps({"image": b64}).encode()),
+        ("application/json; charset=utf-8", json.dumps({"image": b64}).encode()),
+    ]:
+        response = post(model_server, body, content_type)
+        assert response.status_code == 200, (content_type, response.text)
+        assert response.json()["top_k"][0]["class_index"] == baseline[0]["class_index"]
+
+    # k from the SageMaker custom attributes header, from the JSON field (which wins), clamped.
+    response = post(
+        model_server, data, "image/jpeg", **{"X-Amzn-SageMaker-Custom-Attributes": "top_k=2"}
+    )
+    assert [e["class_index"] for e in response.json()["top_k"]] == [
+        e["class_index"] for e in baseline[:2]
+    ]
+    body = json.dumps({"image": b64, "top_k": 1, "return_logits": True}).encode()
+    response = post(
+        model_server,
+        body,
+        "application/json",
+        **{"X-Amzn-SageMaker-Custom-Attributes": "top_k=3"},
+    )
+    result = response.json()
+    assert len(result["top_k"]) == 1
+    assert len(result["logits"]) == len(baseline)  # 5 classes in the sample model
+    assert int(np.argmax(result["logits"])) == baseline[0]["class_index"]
+    assert "logits" not in post(model_server, data, "image/jpeg").json()
+    big_k = post(model_server, json.dumps({"image": b64, "top_k": 1000}).encode(), JSON)
+    assert len(big_k.json()["top_k"]) == len(baseline)
+
+    # Batches: {"instances": [...]} and a bare list, strings or {"image": ...} objects.
+    for document in (
+        {"instances": [b64, {"image": b64}], "top_k": 2},
+        [b64, {"image": b64}],
+    ):
+        response = post(model_server, json.dumps(document).encode(), JSON)
+        assert response.status_code == 200, response.text
+        predictions = response.json()["predictions"]
+        assert len(predictions) == 2
+        for prediction in predictions:
+            assert prediction["top_k"][0]["class_index"] == baseline[0]["class_index"]
+            assert prediction["top_k"][0]["probability"] == pytest.approx(
+                baseline[0]["probability"], abs=1e-5
+            )
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "content_type", "headers", "status", "error"),
+    [
+        ("empty body", b"", "image/jpeg", {}, 400, "bad_request"),
+        ("not an image", b"hello, this is text" * 20, "image/jpeg", {}, 400, "invalid_image"),
+        ("truncated jpeg", jpeg()[:2000], "image/jpeg", {}, 400, "invalid_image"),
+        ("image bomb", bomb_png(), "image/png", {}, 400, "invalid_image"),
+        ("over 6 MB", os.urandom(6 * 1024 * 1024 + 100), "image/jpeg", {}, 413, None),
+        ("unsupported type", b"a,b\n1,2\n", "text/csv", {}, 415, "unsupported_media_type"),
+        ("malformed json", b'{"image": ', JSON, {}, 400, "bad_request"),
+        ("malformed base64", b'{"image": "not*base64!"}', JSON, {}, 400, "bad_request"),
+        ("json without image", b'{"picture": "abc"}', JSON, {}, 400, "bad_request"),
+        ("url fetching is off", b'{"url": "http://169.254.169.254/"}', JSON, {}, 400, None),
+        ("base64 of text", b'{"image": "aGVsbG8gd29ybGQ="}', JSON, {}, 400, "invalid_image"),
+        ("bad top_k", jpeg(), "image/jpeg", {"X-Amzn-SageMaker-Custom-Attributes": "top_k=0"},
+         400, "bad_request"),
+        ("wrong accept", jpeg(), "image/jpeg", {"Accept": "text/csv"}, 406, "not_acceptable"),
+        ("too many instances", json.dumps([base64.b64encode(b"x").decode()] * 33).encode(),
+         JSON, {}, 413, "payload_too_large"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_a_json_4xx_and_the_server_stays_healthy(
+    model_server: str,
+    name: str,
+    body: bytes,
+    content_type: str,
+    headers: dict[str, str],
+    status: int,
+    error: str | None,
+) -> None:
+    response = post(model_server, body, content_type, **headers)
+    assert response.status_code == status, (name, response.text)
+    document = response.json()
+    assert set(document) == {"error", "message"}, document
+    assert document["message"]
+    if error:
+        assert document["error"] == error
+    assert requests.get(f"{model_server}/ping", timeout=5).status_code == 200
+    good = post(model_server, jpeg(), "image/jpeg")
+    assert good.status_code == 200 and good.json()["top_k"]
+
+
+def test_one_bad_instance_fails_only_its_request(model_server: str) -> None:
+    good = base64.b64encode(jpeg()).decode()
+    bad = base64.b64encode(jpeg()[:1500]).decode()
+    response = post(model_server, json.dumps({"instances": [good, bad]}).encode(), JSON)
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("instance 1:")
+
+
+def test_wrong_method_and_path(model_server: str) -> None:
+    assert requests.get(f"{model_server}/invocations", timeout=5).status_code == 405
+    response = requests.post(f"{model_server}/models", data=b"x", timeout=5)
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+def test_concurrent_requests_share_forward_passes(trained_model_dir: Path) -> None:
+    """With a batch window, concurrent requests are answered from one vectorised pass and get
+    exactly the answers they get alone."""
+    colours = [(40 * i, 200 - 30 * i, 90) for i in range(6)]
+    images = [jpeg(colour=c) for c in colours]
+    env = {
+        "SAGEMAKER_MODEL_SERVER_BATCH_SIZE": "6",
+        "SAGEMAKER_MODEL_SERVER_MAX_BATCH_DELAY": "300",
+    }
+    with running_server(trained_model_dir, env) as url:
+        alone = [post(url, data, "image/jpeg").json() for data in images]
+        with ThreadPoolExecutor(len(images)) as pool:
+            together = list(pool.map(lambda d: post(url, d, "image/jpeg"), images))
+    assert all(r.status_code == 200 for r in together)
+    assert max(int(r.headers["X-Dogbreed-Batch-Size"]) for r in together) > 1
+    for single, batched in zip(alone, together, strict=True):
+        for a, b in zip(single["top_k"], batched.json()["top_k"], strict=True):
+            assert a["class_index"] == b["class_index"]
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
