@@ -5,8 +5,8 @@ Needs nothing but the Lambda Python runtime (stdlib + boto3/botocore); it must n
 
 - direct invocation: `{"image_base64": "<base64>", "top_k": 3}` (`image` is an alias);
 - API Gateway REST (v1) and HTTP (v2) proxy events, Lambda Function URL events and ALB events:
-  a JSON body like the above, or the raw image bytes (`image/*`, `application/octet-stream`,
-  `application/x-image`), base64 when `isBase64Encoded`; `top_k` may also be a query parameter.
+  a JSON body like the above, a multipart/form-data upload, or the raw image bytes (any other
+  Content-Type), base64 when `isBase64Encoded`; `top_k` may also be a query parameter.
 
 Every answer, direct invocation included, has the proxy-integration shape
 `{"statusCode", "headers", "body"}` with a JSON body: top-k on success,
@@ -80,7 +80,7 @@ def get_client() -> Any:
             read_timeout=_env_float("ENDPOINT_READ_TIMEOUT", 65.0),
             retries={
                 "mode": "standard",
-                "total_max_attempts": int(_env_float("ENDPOINT_MAX_ATTEMPTS", 3)),
+                "total_max_attempts": max(1, int(_env_float("ENDPOINT_MAX_ATTEMPTS", 3))),
             },
         )
         _client = boto3.client("sagemaker-runtime", config=config)
@@ -97,21 +97,25 @@ def log(level: str, message: str, **fields: Any) -> None:
 # --- the request -------------------------------------------------------------------------------
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _headers(event: dict[str, Any]) -> dict[str, str]:
     """Lower-cased header names; v1 may carry only `multiValueHeaders`."""
     merged: dict[str, str] = {}
-    for name, values in (event.get("multiValueHeaders") or {}).items():
+    for name, values in _mapping(event.get("multiValueHeaders")).items():
         if isinstance(values, list) and values:
             merged[str(name).lower()] = str(values[-1])
-    for name, value in (event.get("headers") or {}).items():
+    for name, value in _mapping(event.get("headers")).items():
         if value is not None:
             merged[str(name).lower()] = str(value)
     return merged
 
 
 def _method(event: dict[str, Any]) -> str:
-    context = event.get("requestContext") or {}
-    http = context.get("http") or {}
+    context = _mapping(event.get("requestContext"))
+    http = _mapping(context.get("http"))
     method = event.get("httpMethod") or http.get("method") or context.get("httpMethod") or ""
     return str(method).upper()
 
@@ -124,11 +128,11 @@ def is_http_event(event: dict[str, Any]) -> bool:
 
 
 def _query_top_k(event: dict[str, Any]) -> Any:
-    params = event.get("queryStringParameters") or {}
+    params = _mapping(event.get("queryStringParameters"))
     if "top_k" in params:
         return params["top_k"]
-    values = (event.get("multiValueQueryStringParameters") or {}).get("top_k")
-    return values[-1] if values else None
+    values = _mapping(event.get("multiValueQueryStringParameters")).get("top_k")
+    return values[-1] if isinstance(values, list) and values else None
 
 
 def _raw_body(event: dict[str, Any]) -> bytes:

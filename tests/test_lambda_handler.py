@@ -256,6 +256,19 @@ def test_multipart_form_upload(lam: ModuleType) -> None:
     assert call(lam, evt)[2]["error"] == "missing_input"
 
 
+def test_minimal_and_malformed_proxy_fields(lam: ModuleType) -> None:
+    # Hand-written events: no requestContext, odd types where maps are expected.
+    evt = {
+        "httpMethod": "POST",
+        "headers": ["x"],
+        "queryStringParameters": "top_k=2",
+        "body": b64(jpeg_bytes()),
+        "isBase64Encoded": True,
+    }
+    assert call(lam, evt)[0] == 200
+    assert call(lam, {"body": json.dumps({"image_base64": b64(jpeg_bytes())})})[0] == 200
+
+
 def test_body_given_as_an_object(lam: ModuleType) -> None:
     # Console test events and some tools put the JSON document itself in "body".
     evt = event("apigw_rest_v1", None, False)
