@@ -359,11 +359,27 @@ def test_autoscale_reports_access_denied_as_such(aws_env: None) -> None:
 def test_autoscale_errors(moto_server: str, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["sagemaker", "autoscale", "--endpoint-name", "nowhere"]
     assert main(base) == 1
-    assert "--target is required" in capsys.readouterr().err
+    assert "--target (or --loadtest-json) is required" in capsys.readouterr().err
     assert main([*base, "--target", "100", "--min", "5", "--max", "4"]) == 1
     assert "--min (5) <= --max (4)" in capsys.readouterr().err
     assert main([*base, "--target", "100"]) == 1
     assert "endpoint 'nowhere' not found" in capsys.readouterr().err
+
+
+def test_autoscale_takes_the_target_from_loadtest_json(
+    moto_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(deploy_argv("dogs")) == 0
+    result = tmp_path / "loadtest.json"
+    result.write_text(json.dumps({"max_rps": 6.6, "autoscaling_target": 198}))
+    argv = ["sagemaker", "autoscale", "--endpoint-name", "dogs", "--loadtest-json"]
+    assert main([*argv, str(result)]) == 0
+    aas = boto3.client("application-autoscaling")
+    (policy,) = aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    assert policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 198
+    result.write_text("{}")
+    assert main([*argv, str(result)]) == 1
+    assert "no loadtest result" in capsys.readouterr().err
 
 
 def test_delete_removes_only_what_deploy_created_for_it(

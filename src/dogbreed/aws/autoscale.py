@@ -9,8 +9,10 @@ refuses while the variant is a registered scalable target.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dogbreed.aws.clients import Aws, AwsError, add_aws_arguments, aws_command, aws_from_args
@@ -43,10 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant-name", default=DEFAULT_VARIANT, help="(default AllTraffic)")
     parser.add_argument("--min", type=int, default=1, help="fewest instances (default 1)")
     parser.add_argument("--max", type=int, default=4, help="most instances (default 4)")
-    parser.add_argument(
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
         "--target",
         type=float,
         help="invocations per instance per minute; take it from `dogbreed loadtest`",
+    )
+    target.add_argument(
+        "--loadtest-json",
+        type=Path,
+        metavar="FILE",
+        help="read the target from `dogbreed loadtest --json FILE`",
     )
     parser.add_argument(
         "--scale-in-cooldown", type=int, default=600, metavar="S", help="(default 600 s)"
@@ -59,6 +68,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--off", action="store_true", help="remove the policy and deregister the variant"
     )
     add_aws_arguments(parser)
+
+
+def target_from(args: argparse.Namespace) -> float:
+    if args.loadtest_json is None:
+        if args.target is None or args.target <= 0:
+            raise AwsError("--target (or --loadtest-json) is required: run `dogbreed loadtest`")
+        return args.target
+    try:
+        value = json.loads(args.loadtest_json.read_text())["autoscaling_target"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise AwsError(f"{args.loadtest_json}: no loadtest result ({exc})") from None
+    if not isinstance(value, int | float) or value <= 0:
+        raise AwsError(f"{args.loadtest_json}: autoscaling_target must be positive")
+    return float(value)
 
 
 def check_variant(sm: Any, endpoint: str, variant: str) -> None:
@@ -153,8 +176,7 @@ def main(args: argparse.Namespace) -> int:
     aws: Aws = aws_from_args(args)
     rid = resource_id(args.endpoint_name, args.variant_name)
     if not args.off:
-        if args.target is None or args.target <= 0:
-            raise AwsError("--target is required and positive: run `dogbreed loadtest` first")
+        target = target_from(args)
         if not 1 <= args.min <= args.max:
             raise AwsError(f"need 1 <= --min ({args.min}) <= --max ({args.max})")
     aas = aws.client("application-autoscaling")
@@ -174,11 +196,11 @@ def main(args: argparse.Namespace) -> int:
         aas,
         rid,
         args.policy_name,
-        policy_configuration(args.target, args.scale_in_cooldown, args.scale_out_cooldown),
+        policy_configuration(target, args.scale_in_cooldown, args.scale_out_cooldown),
     )
     if not aws.dry_run:
         print(
-            f"autoscaling {rid}: {args.min}-{args.max} instances, target {args.target:g} "
+            f"autoscaling {rid}: {args.min}-{args.max} instances, target {target:g} "
             f"invocations/instance/minute, cooldowns in {args.scale_in_cooldown} s / out "
             f"{args.scale_out_cooldown} s"
         )
