@@ -57,6 +57,12 @@ def test_one_process_per_gpu() -> None:
     assert (plan.nproc_per_node, plan.world_size) == (8, 16)
 
 
+def test_one_host_with_several_gpus_uses_loopback() -> None:
+    plan = launch.plan_launch(make_env(num_gpus=4), LaunchOptions())
+    assert (plan.nnodes, plan.nproc_per_node, plan.master_addr) == (1, 4, "127.0.0.1")
+    assert plan.wait_for == ()  # nothing to resolve: "algo-1" may be no real name (EC2)
+
+
 def test_current_host_missing_from_hosts_is_a_clear_error() -> None:
     with pytest.raises(LaunchError, match=r"current host 'algo-9' is not in the host list"):
         launch.plan_launch(

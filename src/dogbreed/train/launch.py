@@ -196,7 +196,8 @@ def plan_launch(env: TrainingEnv, options: LaunchOptions) -> LaunchPlan:
         nnodes=len(hosts),
         node_rank=hosts.index(env.current_host),
         nproc_per_node=nproc,
-        master_addr=options.master_addr or hosts[0],
+        # One host (several GPUs): loopback, as the default host name may not resolve (EC2).
+        master_addr=options.master_addr or (hosts[0] if len(hosts) > 1 else "127.0.0.1"),
         master_port=options.master_port,
         network_interface=interface,
         wait_for=tuple(hosts) if len(hosts) > 1 else (),
