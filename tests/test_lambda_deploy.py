@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import string
 import zipfile
 from typing import Any
 
@@ -157,6 +158,54 @@ def test_policy_grants_only_invoke_on_one_endpoint_and_own_logs() -> None:
         ("logs:CreateLogStream", f"{log_group}:*"),
         ("logs:PutLogEvents", f"{log_group}:*"),
     }
+
+
+def test_deployer_policy_covers_every_call_deploy_makes(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: set[str] = set()
+    make_client = Aws.client
+
+    def recording(self: Aws, service: str, **kwargs: Any) -> Any:
+        client = make_client(self, service, **kwargs)
+        prefix = client.meta.service_model.signing_name
+
+        def record(model: Any, **_: Any) -> None:
+            calls.add(f"{prefix}:{model.name}")
+
+        client.meta.events.register("before-call.*.*", record)
+        return client
+
+    monkeypatch.setattr(Aws, "client", recording)
+    for _ in range(2):  # create, then the update path
+        stubbed_provisioned(monkeypatch, 1)
+        deploy(
+            Aws(region=REGION),
+            options(provisioned_concurrency=1, function_url=True),
+            io.StringIO(),
+        )
+    # The stubbed client is not made by Aws.client: the dry-run test checks that call.
+    calls.add("lambda:PutProvisionedConcurrencyConfig")
+    assert {"lambda:CreateFunction", "lambda:UpdateFunctionCode", "lambda:UpdateAlias"} <= calls
+
+    text = (lambda_deploy.REPO / "iam" / "lambda-deployer-policy.json").read_text()
+    policy = json.loads(
+        string.Template(text).substitute(
+            PARTITION="aws",
+            REGION=REGION,
+            ACCOUNT_ID=ACCOUNT,
+            ROLE_NAME="dogbreed-client-role",
+            FUNCTION_NAME="dogbreed-client",
+        )
+    )
+    allowed = set()
+    for statement in policy["Statement"]:
+        actions = statement["Action"]
+        allowed.update([actions] if isinstance(actions, str) else actions)
+        assert "*" not in str(actions)
+    assert calls <= allowed, calls - allowed
+    # Tags on CreateRole/CreateFunction need the tagging actions too.
+    assert {"iam:TagRole", "lambda:TagResource"} <= allowed
 
 
 @pytest.mark.parametrize(
