@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import string
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -281,3 +285,17 @@ def test_package_is_reproducible(tmp_path, capsys: pytest.CaptureFixture[str]) -
         for line in source.splitlines()
         if line.startswith(("import ", "from "))
     ]
+
+
+def test_wrapper_script_passes_every_flag(aws_env: None) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    script = lambda_deploy.REPO / "scripts" / "deploy_lambda.sh"
+    argv = "--function-name fn --endpoint-name ep --alias prod --dry-run --region us-east-1"
+    done = subprocess.run(
+        [str(script), *argv.split()], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    alias = next(json.loads(line) for line in done.stdout.splitlines() if "CreateAlias" in line)
+    assert alias["params"]["Name"] == "prod"
+    failed = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert failed.returncode != 0 and "--function-name" in failed.stderr
