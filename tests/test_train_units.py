@@ -1,0 +1,215 @@
+"""Trainer parts in isolation: the SageMaker environment, checkpoints, schedule, sampler, lines."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import RandomSampler
+
+from dogbreed.config import TrainConfig
+from dogbreed.data.sample import generate_sample
+from dogbreed.train import checkpoint, distributed, environment, report
+from dogbreed.train.environment import JobError, JobPaths
+from dogbreed.train.loop import _ResumableSampler, lr_lambda, train
+
+
+@pytest.fixture(autouse=True)
+def no_sagemaker_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("SAGEMAKER_BASE_DIR", "SM_HOSTS", "SM_CURRENT_HOST", "SM_NUM_GPUS",
+                "SM_MODEL_DIR", "SM_OUTPUT_DIR", "SM_OUTPUT_DATA_DIR", "SM_CHANNEL_TRAINING",
+                "SM_CHANNEL_TRAIN", "SM_CHANNEL_VALID", "SM_CHANNEL_TEST"):  # fmt: skip
+        monkeypatch.delenv(key, raising=False)
+
+
+def _base(tmp_path: Path, channels: tuple[str, ...] = ("training",)) -> Path:
+    for name in channels:
+        (tmp_path / "input" / "data" / name).mkdir(parents=True)
+    (tmp_path / "input" / "config").mkdir(parents=True, exist_ok=True)
+    return tmp_path
+
+
+# --- environment -------------------------------------------------------------------------
+
+
+def test_sagemaker_defaults_under_the_base_dir(tmp_path: Path) -> None:
+    base = _base(tmp_path)
+    paths = environment.job_paths(base)
+    assert paths.data == {"training": base / "input/data/training"}
+    assert paths.model_dir == base / "model"
+    assert paths.output_data_dir == base / "output/data"
+    assert paths.failure_file == base / "output/failure"
+    assert paths.checkpoint_dir == base / "checkpoints"
+
+
+def test_base_dir_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert environment.base_dir() == Path("/opt/ml")
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
+    assert environment.base_dir() == tmp_path
+    assert environment.base_dir(tmp_path / "x") == tmp_path / "x"  # --base-dir wins
+
+
+def test_separate_channels_and_the_validation_alias(tmp_path: Path) -> None:
+    base = _base(tmp_path, ("train", "validation", "test"))
+    assert environment.job_paths(base).data == {
+        "train": base / "input/data/train",
+        "valid": base / "input/data/validation",
+        "test": base / "input/data/test",
+    }
+
+
+def test_toolkit_variables_then_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    base = _base(tmp_path)
+    monkeypatch.setenv("SM_CHANNEL_TRAINING", "/elsewhere/training")
+    monkeypatch.setenv("SM_MODEL_DIR", "/sm/model")
+    monkeypatch.setenv("SM_OUTPUT_DIR", "/sm/output")
+    monkeypatch.setenv("SM_OUTPUT_DATA_DIR", "/sm/output/data2")
+    paths = environment.job_paths(base)
+    assert paths.data == {"training": Path("/elsewhere/training")}
+    assert (paths.model_dir, paths.output_dir) == (Path("/sm/model"), Path("/sm/output"))
+    assert paths.output_data_dir == Path("/sm/output/data2")
+    flags = environment.job_paths(base, "/d", "/m", "/o", "/c")
+    assert flags == JobPaths({"training": Path("/d")}, Path("/m"), Path("/o"), Path("/c"))
+    assert flags.output_data_dir == Path("/o/data")
+
+
+def test_resourceconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = _base(tmp_path)
+    resource = {"current_host": "algo-2", "hosts": ["algo-2", "algo-1"],
+                "network_interface_name": "eth1"}  # fmt: skip
+    (base / "input/config/resourceconfig.json").write_text(json.dumps(resource))
+    monkeypatch.setenv("SM_NUM_GPUS", "4")
+    env = environment.training_env(base)
+    assert (env.hosts, env.current_host, env.host_rank) == (["algo-1", "algo-2"], "algo-2", 1)
+    assert (env.num_gpus, env.network_interface) == (4, "eth1")
+
+
+def test_no_resourceconfig_is_one_host(tmp_path: Path) -> None:
+    env = environment.training_env(_base(tmp_path))
+    assert (env.hosts, env.current_host, env.num_gpus) == (["algo-1"], "algo-1", 0)
+
+
+def test_bad_resourceconfig_and_hyperparameters(tmp_path: Path) -> None:
+    base = _base(tmp_path)
+    config = base / "input/config"
+    (config / "resourceconfig.json").write_text('{"current_host": "algo-9", "hosts": ["algo-1"]}')
+    with pytest.raises(JobError, match="algo-9"):
+        environment.training_env(base)
+    (config / "hyperparameters.json").write_text('["epochs", 3]')
+    with pytest.raises(JobError, match="JSON object"):
+        environment.load_config(base)
+
+
+def test_flags_replace_file_values(tmp_path: Path) -> None:
+    base = _base(tmp_path)
+    hps = {"epochs": '"bad"', "batch-size": "4", "backbone": '"resnet18"'}
+    (base / "input/config/hyperparameters.json").write_text(json.dumps(hps))
+    cfg = environment.load_config(base, {"epochs": "2", "batch_size": "6"})
+    assert (cfg.epochs, cfg.batch_size, cfg.backbone) == (2, 6, "resnet18")
+
+
+def test_failure_reason_is_capped_at_1024(tmp_path: Path) -> None:
+    environment.write_failure(tmp_path / "out", "x" * 5000)
+    assert (tmp_path / "out" / "failure").read_text() == "x" * 1024
+
+
+# --- checkpoint, schedule, sampler ---------------------------------------------------------
+
+
+def test_checkpoint_round_trip_restores_rng(tmp_path: Path) -> None:
+    assert checkpoint.load_checkpoint(tmp_path) is None
+    model = torch.nn.Linear(3, 2)
+    checkpoint.seed_everything(5)
+    saved_rng = checkpoint.rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    checkpoint.save_checkpoint(tmp_path, {"model": model.state_dict(), "rng": saved_rng, "n": 3})
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    loaded = checkpoint.load_checkpoint(tmp_path)
+    assert loaded is not None and loaded["n"] == 3
+    assert torch.equal(loaded["model"]["weight"], model.weight)
+    checkpoint.set_rng_state(loaded["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_warmup_then_cosine() -> None:
+    factor = lr_lambda(total_steps=100, warmup_steps=10)
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(55) == pytest.approx(0.5)
+    assert factor(100) == pytest.approx(0.0, abs=1e-12)
+    values = [factor(s) for s in range(10, 101)]
+    assert values == sorted(values, reverse=True)
+
+
+def test_resumable_sampler_repeats_the_epoch_order_and_skips_done_batches() -> None:
+    data = list(range(20))
+    sampler = _ResumableSampler(RandomSampler(data, generator=torch.Generator()), 4, seed=3)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    assert sorted(full) == data
+    sampler.set_epoch(2, skip_batches=3)
+    assert list(sampler) == full[12:] and len(sampler) == 8
+    sampler.set_epoch(3)
+    assert list(sampler) != full
+
+
+def test_single_process_needs_no_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    info = distributed.setup()
+    assert (info.rank, info.world_size, info.is_main(), info.enabled) == (0, 1, True, False)
+    values = torch.tensor([1.0, 2.0])
+    assert torch.equal(distributed.all_reduce_sum(values, info), values)
+    assert distributed.any_true(True, info) and not distributed.any_true(False, info)
+
+
+# --- metric lines ------------------------------------------------------------------------
+
+
+def test_metric_lines_round_trip_through_the_regexes() -> None:
+    metrics = {"train_loss": 1.23456, "train_acc": 0.5, "valid_loss": 0.1, "valid_acc": 1.0,
+               "lr": 1.5e-7, "images_per_sec": 1234.56}  # fmt: skip
+    line = report.epoch_line(12, metrics)
+    assert line == (
+        "epoch=12 train_loss=1.2346 train_acc=0.5000 valid_loss=0.1000 valid_acc=1.0000 "
+        "lr=1.5e-07 images_per_sec=1234.6"
+    )
+    text = f"INFO noise\n{line}\n{report.test_line({'test_loss': 0.25, 'test_acc': 0.75})}\n"
+    scraped = report.parse_metric_lines(text)
+    assert scraped["epoch"] == [12.0]
+    assert scraped["lr"] == [1.5e-7]
+    assert scraped["train_loss"] == [1.2346] and scraped["valid_loss"] == [0.1]
+    assert scraped["test_acc"] == [0.75]
+
+
+# --- the training API that the tuner calls -----------------------------------------------
+
+
+class Pruned(Exception):
+    pass
+
+
+def test_report_callback_is_called_and_its_exception_propagates(tmp_path: Path) -> None:
+    generate_sample(tmp_path / "data", classes=3, per_class=8, seed=2)
+    paths = JobPaths.from_root(tmp_path / "data", tmp_path / "m", tmp_path / "o", tmp_path / "c")
+    cfg = TrainConfig(backbone="resnet18", image_size=32, epochs=3, batch_size=8, workers=0)
+    seen: list[tuple[int, dict[str, float]]] = []
+
+    def prune_after_first(epoch: int, metrics: dict[str, float]) -> None:
+        seen.append((epoch, metrics))
+        raise Pruned
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Pruned):
+        train(cfg, paths, report=prune_after_first)
+    assert signal.getsignal(signal.SIGTERM) == before  # the SIGTERM handler was put back
+    assert [epoch for epoch, _ in seen] == [1]
+    assert set(seen[0][1]) == set(report.EPOCH_KEYS)
+    assert all(math.isfinite(v) for v in seen[0][1].values())
+    assert not (tmp_path / "m").exists()  # a pruned trial writes no model
