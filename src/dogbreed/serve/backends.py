@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -61,7 +62,10 @@ class TorchBackend:
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
             precision
         ]
-        model = torch.jit.load(str(path), map_location=self.device).eval()
+        with warnings.catch_warnings():
+            # torch 2.14 marks TorchScript deprecated; it is the format the trainer exports.
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(str(path), map_location=self.device).eval()
         self.model = model.to(dtype=self.dtype, memory_format=torch.channels_last)
         self.torch = torch
         self.description = f"torch {torch.__version__} {self.device} {precision}, {threads} threads"
