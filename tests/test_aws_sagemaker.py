@@ -295,6 +295,36 @@ def test_redeploy_is_blue_green_and_keeps_autoscaling(
     assert "UpdateEndpoint" in calls and "CreateEndpoint" not in calls
 
 
+def test_failed_update_puts_autoscaling_back(
+    update_stub: Stubber, calls: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(deploy_argv("dogs")) == 0
+    assert main(["sagemaker", "autoscale", "--endpoint-name", "dogs", "--target", "600"]) == 0
+    # moto does not enforce IAM: the refusal of the update is stubbed.
+    update_stub.add_client_error("update_endpoint", "AccessDeniedException", "not authorized")
+    capsys.readouterr()
+    assert main(deploy_argv("dogs", "--instance-type", "ml.c5.large")) == 1
+    assert "UpdateEndpoint failed (AccessDeniedException)" in capsys.readouterr().err
+    assert calls.index("DeregisterScalableTarget") < calls.index("UpdateEndpoint")
+    aas = boto3.client("application-autoscaling")
+    rid = "endpoint/dogs/variant/AllTraffic"
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[rid])[
+        "ScalableTargets"
+    ]
+    policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=rid)
+    assert len(policies["ScalingPolicies"]) == 1
+
+
+def test_deploy_checks_flags_before_creating_anything(
+    aws_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = deploy_argv("dogs", "--traffic-routing", "LINEAR", "--traffic-percent", "0")
+    assert main([*argv, "--dry-run"]) == 1
+    captured = capsys.readouterr()
+    assert "--traffic-percent must be between 1 and 100" in captured.err
+    assert captured.out == ""
+
+
 def test_redeploy_same_instance_type_leaves_autoscaling_alone(
     update_stub: Stubber, calls: list[str]
 ) -> None:

@@ -199,6 +199,7 @@ def deploy(aws: Aws, args: argparse.Namespace) -> tuple[str, dict[str, Any] | No
         raise AwsError("--instance-count must be at least 1")
     tags = tag_list({**parse_pairs(args.tag, "--tag"), TAG_KEY: endpoint})
     environment = model_environment(args)
+    update_policy = deployment_config(args)  # checked before anything is created
     sm = aws.client("sagemaker")
     # A dry run sees no endpoint: it prints the create path.
     existing = None if aws.dry_run else describe_endpoint(sm, endpoint)
@@ -257,11 +258,14 @@ def deploy(aws: Aws, args: argparse.Namespace) -> tuple[str, dict[str, Any] | No
         # AWS refuses to change the instance type of an autoscaled variant.
         if current_instance_type(sm, existing, args.variant_name) != args.instance_type:
             suspended = autoscale.suspend(aas, rid)
-        sm.update_endpoint(
-            EndpointName=endpoint,
-            EndpointConfigName=name,
-            DeploymentConfig=deployment_config(args),
-        )
+        try:
+            sm.update_endpoint(
+                EndpointName=endpoint, EndpointConfigName=name, DeploymentConfig=update_policy
+            )
+        except Exception:
+            if suspended:  # the endpoint did not change: put its scaling back as it was
+                autoscale.restore(aas, rid, suspended)
+            raise
         log.info("updating endpoint %s: %s -> %s", endpoint, existing["EndpointConfigName"], name)
     if aws.dry_run or not (args.wait or suspended):
         return name, None
