@@ -74,7 +74,7 @@ def _finish_run(data: Path, work: Path) -> subprocess.CompletedProcess:
 
 def _check_completed(work: Path, proc: subprocess.CompletedProcess, epoch: int, step: int) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"resuming from checkpoint epoch={epoch} step={step}" in proc.stdout
+    assert f"resuming from checkpoint: epoch {epoch} step {step}" in proc.stdout
     trained = [int(line.split()[0].split("=")[1]) for line in proc.stdout.splitlines()
                if line.startswith("epoch=")]  # fmt: skip
     assert trained == list(range(epoch, EPOCHS + 1))  # the finished epochs were not redone

@@ -326,7 +326,8 @@ def _train(
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
         checkpoint.set_rng_state(saved["rng"][info.rank % len(saved["rng"])])
-        reporting.emit(f"resuming from checkpoint epoch={state['epoch']} step={state['step']}")
+        # No `epoch=` here: that would be scraped as the epoch metric.
+        reporting.emit(f"resuming from checkpoint: epoch {state['epoch']} step {state['step']}")
 
     def save(position_epoch: int, position_step: int) -> None:
         state.update(epoch=position_epoch, step=position_step)

@@ -18,15 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-_NUMBER = r"([0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
+# Plain character classes only (no \b, no (?:...)): portable to any regex engine. Names never
+# occur inside each other and no other log line contains `name=` for these names.
+_NUMBER = r"([0-9.eE+-]+)"
 EPOCH_KEYS = ("train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "images_per_sec")
 TEST_KEYS = ("test_loss", "test_acc")
 
-# SageMaker MetricDefinitions: the first capture group is the value. `\b` keeps `loss=` names
-# apart (`train_loss` never matches inside another name).
+# SageMaker MetricDefinitions: the first capture group is the value.
 METRIC_DEFINITIONS: list[dict[str, str]] = [
-    {"Name": "epoch", "Regex": r"\bepoch=([0-9]+)\b"},
-    *({"Name": key, "Regex": rf"\b{key}={_NUMBER}"} for key in EPOCH_KEYS + TEST_KEYS),
+    {"Name": "epoch", "Regex": r"epoch=([0-9]+)"},
+    *({"Name": key, "Regex": f"{key}={_NUMBER}"} for key in EPOCH_KEYS + TEST_KEYS),
 ]
 
 METRICS_FILE = "metrics.json"
