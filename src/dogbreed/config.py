@@ -38,7 +38,7 @@ class TrainConfig:
     weights: str | None = _hp(None, "local file with the pretrained weights (no network needed)")
     freeze: str = _hp(
         "none",
-        "none: fine-tune all; backbone: train the head only; layerN: train from stage N on",
+        "none: fine-tune all; backbone: head only; layerN (ResNets only): train from stage N on",
         FREEZE_CHOICES,
     )
     epochs: int = _hp(10, "maximum number of epochs")
@@ -52,7 +52,9 @@ class TrainConfig:
     image_size: int = _hp(224, "training crop and model input size in pixels")
     amp: bool = _hp(True, "mixed precision (bf16) when a GPU is used")
     channels_last: bool = _hp(True, "channels_last memory format")
-    workers: int | None = _hp(None, "DataLoader worker processes (default: from the CPU count)")
+    workers: int | None = _hp(
+        None, "DataLoader worker processes per training process (default: from the CPU count)"
+    )
     patience: int = _hp(5, "early stopping: epochs without a better valid_loss before stopping")
     seed: int = _hp(42, "random seed")
 
@@ -158,7 +160,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flags = [f"--{f.name.replace('_', '-')}"]
         if "_" in f.name:
             flags.append(f"--{f.name}")
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        help_text = f.metadata["help"]
+        if f.default is not None:
+            help_text += f" (default: {f.default})"
         if f.metadata["choices"]:
             help_text += f"; one of {', '.join(f.metadata['choices'])}"
         if _field_type(f.name) is bool:
