@@ -309,29 +309,63 @@ def compose_command() -> list[str]:
     pytest.fail("neither `docker compose` nor `docker-compose` is installed")
 
 
-@pytest.mark.docker
-def test_compose_up_generates_data_trains_and_serves(images: None, tmp_path: Path) -> None:
-    port = free_port()
+@pytest.fixture()
+def compose(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """A compose command line on a private project and ./local dir; torn down afterwards."""
     project = f"dogbreed-test-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "DOGBREED_LOCAL_DIR": str(tmp_path / "local"), "DOGBREED_PORT": str(port)}
-    compose = [*compose_command(), "-p", project, "-f", str(REPO / "docker-compose.yml")]
-    try:
-        up = subprocess.run(
-            [*compose, "up", "-d", "--no-build"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=1200,
-        )  # fmt: skip
-        assert up.returncode == 0, up.stdout + up.stderr
-        assert (tmp_path / "local" / "data" / "train").is_dir()  # generated because absent
-        assert (tmp_path / "local" / "model" / artifact.ONNX_FILE).is_file()
-        url = f"http://127.0.0.1:{port}"
-        wait_for_ping(url, budget_s=60)
-        image = next((tmp_path / "local" / "data" / "test").rglob("*.jpg")).read_bytes()
-        response = requests.post(
-            f"{url}/invocations", data=image, headers={"Content-Type": "image/jpeg"}, timeout=30
-        )
-        assert response.status_code == 200, response.text
-        assert response.json()["top_k"]
-    finally:
-        subprocess.run(
-            [*compose, "down", "-v"], cwd=REPO, env=env, capture_output=True, timeout=120
-        )
+    env = {
+        **os.environ,
+        "DOGBREED_LOCAL_DIR": str(tmp_path / "local"),
+        "DOGBREED_PORT": str(free_port()),
+    }
+    command = [*compose_command(), "-p", project, "-f", str(REPO / "docker-compose.yml")]
+    yield command, env
+    down = [*command, "--profile", "multi", "down", "-v"]
+    subprocess.run(down, cwd=REPO, env=env, capture_output=True, timeout=120)
+
+
+def run_compose(compose: tuple[list[str], dict[str, str]], *args: str) -> str:
+    command, env = compose
+    result = subprocess.run(
+        [*command, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+@pytest.mark.docker
+def test_compose_up_generates_data_trains_and_serves(
+    images: None, compose: tuple[list[str], dict[str, str]]
+) -> None:
+    local = Path(compose[1]["DOGBREED_LOCAL_DIR"])
+    run_compose(compose, "up", "-d", "--no-build")  # returns once serve started after train
+    assert (local / "data" / "train").is_dir()  # generated because absent
+    assert (local / "model" / artifact.ONNX_FILE).is_file()
+    url = f"http://127.0.0.1:{compose[1]['DOGBREED_PORT']}"
+    wait_for_ping(url, budget_s=60)
+    image = next((local / "data" / "test").rglob("*.jpg")).read_bytes()
+    response = requests.post(
+        f"{url}/invocations", data=image, headers={"Content-Type": "image/jpeg"}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["top_k"]
+
+
+@pytest.mark.docker
+def test_compose_multi_instance_runs_one_distributed_job(
+    images: None, compose: tuple[list[str], dict[str, str]]
+) -> None:
+    """algo-1 and algo-2, each with its own resourceconfig.json, train as one 2-process job."""
+    local = Path(compose[1]["DOGBREED_LOCAL_DIR"])
+    run_compose(compose, "run", "--rm", "data")
+    logs = run_compose(compose, "--profile", "multi", "up", "--no-build", "algo-1", "algo-2")
+    assert "world_size=2 rank=0" in logs and "world_size=2 rank=1" in logs, logs[-3000:]
+    assert "test_acc=" in logs
+    project = compose[0][compose[0].index("-p") + 1]
+    exit_codes = docker(
+        "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
+        "--format", "{{.Names}} {{.Status}}",
+    ).stdout  # fmt: skip
+    assert exit_codes.count("Exited (0)") == 2, exit_codes
+    # Rank 0's host writes the model, as SageMaker uploads /opt/ml/model from algo-1.
+    assert (local / "multi" / "algo-1" / "model" / artifact.ONNX_FILE).is_file()
