@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--model",
+        "--model-dir",
+        dest="model",
         type=Path,
         default=None,
         help="model directory or model.tar.gz (default: $SAGEMAKER_BASE_DIR/model, /opt/ml/model)",

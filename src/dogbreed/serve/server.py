@@ -128,8 +128,11 @@ def free_port(port_range: str | None = None) -> int:
 class ModelServer:
     """One multi-model-server (Java frontend + Python workers) bound to loopback."""
 
-    def __init__(self, model_dir: Path, settings: ServeSettings, workdir: Path) -> None:
+    def __init__(
+        self, model_dir: Path, settings: ServeSettings, workdir: Path, handler: str = HANDLER
+    ) -> None:
         self.model_dir = model_dir.resolve()
+        self.handler = handler
         self.settings = settings
         self.workdir = workdir
         port_range = os.environ.get("SAGEMAKER_SAFE_PORT_RANGE")
@@ -229,7 +232,7 @@ class ModelServer:
             {
                 "url": self.model_dir.name,
                 "model_name": MODEL_NAME,
-                "handler": HANDLER,
+                "handler": self.handler,
                 "runtime": "python",
                 "batch_size": s.batch_size,
                 "max_batch_delay": s.max_batch_delay_ms,

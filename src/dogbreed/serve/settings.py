@@ -146,8 +146,9 @@ def available_cpus() -> int:
 def resolve_parallelism(settings: ServeSettings, cpus: int, gpus: int) -> ServeSettings:
     """Fill in workers and threads so that workers x threads never exceeds the CPUs.
 
-    CPU: one worker per two cores with two intra-op threads each (see docs/serving.md for the
-    measurements behind this); GPU: one worker per GPU, its threads decode images.
+    CPU: one worker per two cores with two threads each (half the model copies of one worker
+    per core; the two threads split both the forward pass and a batch's JPEG decoding).
+    GPU: one worker per GPU; its threads decode images.
     """
     workers = settings.workers
     if workers is None:
