@@ -5,8 +5,9 @@ global batch grows with the ranks, as when hosts are added to a job). The N-rank
 `dogbreed train --nodes N --node-rank R --master-addr 127.0.0.1` processes on this machine (the
 EC2 path of the launcher), each with its own output folders. Throughput is the trainer's own
 `images_per_sec` (all ranks' images / rank 0's epoch time), averaged over the epochs after the
-first (warm-up: allocator, first DataLoader pass). Each rank gets cpu_count / ranks threads,
-so that N ranks share the CPUs one rank would have.
+first (warm-up: allocator, first DataLoader pass). Every rank gets `--threads` intra-op threads
+(default 1), as every added host brings its own CPUs; the load average is printed with the table
+because other work on the machine skews the figures.
 
     python bench/bench_distributed.py --ranks 2 --epochs 3 --per-class 24
 """
@@ -34,9 +35,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_job(work: Path, data: Path, ranks: int, flags: list[str], timeout: float) -> list[float]:
+def run_job(
+    work: Path, data: Path, ranks: int, threads: int, flags: list[str], timeout: float
+) -> list[float]:
     """images_per_sec of every epoch of one job with `ranks` processes."""
-    threads = max(1, (os.cpu_count() or 1) // ranks)
     env = {k: v for k, v in os.environ.items() if k not in WORKER_MARKERS}
     env["OMP_NUM_THREADS"] = str(threads)
     port = str(free_port())
@@ -91,6 +93,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="images per step per rank")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per job")
     args = parser.parse_args()
     if args.epochs < 2 or args.ranks < 2:
@@ -117,7 +120,7 @@ def main() -> int:
         data = generate_sample(work / "data", args.classes, args.per_class, seed=0)
         rows = []
         for ranks in (1, args.ranks):
-            per_epoch = run_job(work, data, ranks, flags, args.timeout)
+            per_epoch = run_job(work, data, ranks, args.threads, flags, args.timeout)
             if len(per_epoch) != args.epochs:
                 raise SystemExit(f"expected {args.epochs} epoch lines, got {per_epoch}")
             rows.append((ranks, statistics.mean(per_epoch[1:]), per_epoch))
@@ -125,7 +128,8 @@ def main() -> int:
     base = rows[0][1]
     print(
         f"cpus={os.cpu_count()} backbone={args.backbone} image_size={args.image_size} "
-        f"batch_size/rank={args.batch_size} epochs={args.epochs} (first one not counted)"
+        f"batch_size/rank={args.batch_size} threads/rank={args.threads} epochs={args.epochs} "
+        f"(first one not counted) loadavg={os.getloadavg()[0]:.1f}"
     )
     print(
         f"{'ranks':>5} {'global batch':>12} {'images/s':>9} {'speedup':>8} {'efficiency':>10}"
