@@ -152,7 +152,7 @@ def main() -> None:
         for name, cfg, _, n_workers in variants:
             amp = "bf16" if cfg.amp and device.type == "cuda" else "fp32"
             layout_name = "channels_last" if cfg.channels_last else "contiguous"
-            rows.append((name, amp, layout_name, n_workers, statistics.median(rates[name])))
+            rows.append((name, amp, layout_name, n_workers, rates[name]))
 
     print(
         f"device={device} backbone={args.backbone} image_size={args.image_size} "
@@ -160,10 +160,16 @@ def main() -> None:
         f"repeats={args.repeats} "
         f"train_images={len(train_samples)} torch_threads={torch.get_num_threads()}"
     )
-    print(f"{'variant':<22} {'precision':<9} {'memory':<14} {'workers':>7} {'images/s':>10}")
-    for name, amp, layout_name, n_workers, rate in rows:
-        print(f"{name:<22} {amp:<9} {layout_name:<14} {n_workers:>7} {rate:>10.1f}")
-    print(f"speed-up ours/baseline: {rows[1][4] / rows[0][4]:.2f}x")
+    header = f"{'variant':<22} {'precision':<9} {'memory':<14} {'workers':>7}"
+    print(f"{header} {'images/s (median)':>18} {'min-max':>12}")
+    for name, amp, layout_name, n_workers, runs in rows:
+        spread = f"{min(runs):.1f}-{max(runs):.1f}"
+        print(
+            f"{name:<22} {amp:<9} {layout_name:<14} {n_workers:>7} "
+            f"{statistics.median(runs):>18.1f} {spread:>12}"
+        )
+    ratio = statistics.median(rows[1][4]) / statistics.median(rows[0][4])
+    print(f"speed-up ours/baseline (medians): {ratio:.2f}x")
 
 
 if __name__ == "__main__":
