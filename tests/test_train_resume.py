@@ -42,11 +42,14 @@ def _command(data: Path, work: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+
+
 def _start(data: Path, work: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
     return subprocess.Popen(
         _command(data, work),
-        env=env,
+        env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -66,9 +69,8 @@ def _wait_for_checkpoint(proc: subprocess.Popen, path: Path, timeout: float = 40
 
 
 def _finish_run(data: Path, work: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
     return subprocess.run(
-        _command(data, work), env=env, capture_output=True, text=True, timeout=600, cwd=work
+        _command(data, work), env=_env(), capture_output=True, text=True, timeout=600, cwd=work
     )
 
 

@@ -11,16 +11,18 @@ checkpoint and raises TrainingStopped; a restarted job resumes from that exact s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,8 +31,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 from dogbreed.config import ConfigError, TrainConfig
-from dogbreed.data.dataset import build_datasets
-from dogbreed.data.layout import find_channel_splits
+from dogbreed.data.dataset import ImageDataset, build_datasets
+from dogbreed.data.layout import DataError, find_channel_splits
 from dogbreed.model import artifact
 from dogbreed.model.build import build_model, trainable_parameters
 from dogbreed.train import checkpoint, distributed
@@ -97,7 +99,8 @@ class _ResumableSampler(Sampler[int]):
 
 
 def default_workers(local_world_size: int) -> int:
-    """Decode/augment workers per process: the CPUs this process may use, at most 8."""
+    """Decode/augment workers per process: its share of the CPUs minus one for the main
+    process (which runs the model on CPU or feeds the GPU), at most 8."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(0, min(8, (cpus or 1) // max(local_world_size, 1) - 1))
 
@@ -105,7 +108,7 @@ def default_workers(local_world_size: int) -> int:
 def make_loader(
     dataset: Dataset,
     cfg: TrainConfig,
-    sampler: Sampler[int],
+    sampler: Iterable[int],
     device: torch.device,
     workers: int,
     drop_last: bool,
@@ -256,6 +259,10 @@ def _train(
     if info.is_main():
         log.info("data: %s", layout.summary())
     datasets = build_datasets(layout, cfg.image_size)
+    if not distributed.all_equal(_data_fingerprint(layout.classes, layout.roots, datasets), info):
+        # Indices of the DistributedSampler mean the same image on every rank only if the data
+        # is the same (e.g. not S3 ShardedByS3Key, not another dataset version on one host).
+        raise DataError("the hosts of this job hold different datasets (classes or image files)")
     classes = layout.classes
     num_classes = len(classes)
 
@@ -416,6 +423,17 @@ def _train(
             )
 
     return _finish(cfg, paths, info, model, datasets, classes, state, workers)
+
+
+def _data_fingerprint(
+    classes: list[str], roots: dict[str, Path], datasets: dict[str, ImageDataset]
+) -> str:
+    """Hash of the class names and each split's files (relative to the split's folder)."""
+    digest = hashlib.sha256("\n".join(classes).encode())
+    for split, dataset in sorted(datasets.items()):
+        for path, label in dataset.samples:
+            digest.update(f"{split}/{Path(path).relative_to(roots[split])}:{label}\n".encode())
+    return digest.hexdigest()
 
 
 def _check_compatible(
