@@ -17,6 +17,7 @@ import pytest
 from conftest import TINY_TRAIN_FLAGS
 from test_distributed_launch import Host, finish, start_hosts
 
+from dogbreed.data.sample import generate_sample
 from dogbreed.model.artifact import METADATA_FILE, WEIGHTS_FILE
 from dogbreed.train import launch
 
@@ -99,6 +100,18 @@ def test_a_failing_rank_stops_the_job_and_both_hosts_report_it(
     assert "missing" in reason2  # the root cause, on the host where it happened
     assert (tmp_path / "algo-1" / "output" / "failure").read_text().strip()  # and the peer stops
     assert not (tmp_path / "algo-1" / "model" / WEIGHTS_FILE).exists()
+
+
+def test_hosts_with_different_data_refuse_to_train(sample_data: Path, tmp_path: Path) -> None:
+    # Same classes, fewer images on algo-2 (as with S3 ShardedByS3Key): the sampler's indices
+    # would name different images on each host, so the job stops before training.
+    other = generate_sample(tmp_path / "other", classes=5, per_class=12, seed=0)
+    data = {"algo-1": sample_data, "algo-2": other}
+    (code1, out1), (code2, out2) = finish(start_job(tmp_path, data, dist_flags()), 600)
+    assert code1 != 0 and code2 != 0, out1[-3000:] + out2[-3000:]
+    for host in ("algo-1", "algo-2"):
+        reason = (tmp_path / host / "output" / "failure").read_text()
+        assert "hold different datasets" in reason
 
 
 @pytest.mark.slow

@@ -64,6 +64,15 @@ def broadcast_from_main(obj: T, info: DistInfo) -> T:
     return holder[0]
 
 
+def all_equal(value: object, info: DistInfo) -> bool:
+    """True on every process when every process passed an equal (picklable) value."""
+    if not info.enabled:
+        return True
+    values: list[object] = [None] * info.world_size
+    dist.all_gather_object(values, value)
+    return all(v == values[0] for v in values)
+
+
 def any_true(flag: bool, info: DistInfo) -> bool:
     """True on every process when it is True on one (e.g. SIGTERM seen by one rank)."""
     if not info.enabled:
