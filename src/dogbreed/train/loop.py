@@ -386,7 +386,8 @@ def _train(
                 )
         elapsed = time.perf_counter() - start
         if info.enabled:  # this rank's share; the shares add up to one pass over the split
-            reporting.emit(f"rank={info.rank} epoch={epoch} train_samples={int(sums[2].item())}")
+            # No `epoch=` here: SageMaker's MetricDefinitions would scrape it as the epoch.
+            reporting.emit(f"rank={info.rank} train_samples={int(sums[2].item())} in epoch {epoch}")
         totals = distributed.all_reduce_sum(sums, info)
         count = max(totals[2].item(), 1)
         # The plain module: DDP's forward would sync buffers, and ranks may differ in batches.
