@@ -58,12 +58,21 @@ def test_missing_split_names_it(tmp_path: Path, sample_data: Path) -> None:
     assert "missing: valid" in _failure(base)
 
 
-def test_no_data_channel_at_all(tmp_path: Path, sample_data: Path) -> None:
+def test_declared_channel_without_data(tmp_path: Path, sample_data: Path) -> None:
     base = sagemaker_job(tmp_path, sample_data, TINY)
     shutil.rmtree(base / "input" / "data")
     proc = run_train(base, timeout=300)
     assert proc.returncode == 2
-    assert "'training'" in _failure(base)
+    assert "channel folder(s) missing" in _failure(base)
+
+
+def test_no_data_channel_at_all(tmp_path: Path, sample_data: Path) -> None:
+    base = sagemaker_job(tmp_path, sample_data, TINY)
+    shutil.rmtree(base / "input" / "data")
+    (base / "input" / "config" / "inputdataconfig.json").unlink()
+    proc = run_train(base, timeout=300)
+    assert proc.returncode == 2
+    assert "need the channel 'training'" in _failure(base)
 
 
 def test_stale_failure_is_removed_and_flags_override_the_files(

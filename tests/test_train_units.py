@@ -66,17 +66,32 @@ def test_separate_channels_and_the_validation_alias(tmp_path: Path) -> None:
 
 def test_toolkit_variables_then_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     base = _base(tmp_path)
-    monkeypatch.setenv("SM_CHANNEL_TRAINING", "/elsewhere/training")
+    elsewhere = tmp_path / "elsewhere" / "training"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.setenv("SM_CHANNEL_TRAINING", str(elsewhere))
     monkeypatch.setenv("SM_MODEL_DIR", "/sm/model")
     monkeypatch.setenv("SM_OUTPUT_DIR", "/sm/output")
     monkeypatch.setenv("SM_OUTPUT_DATA_DIR", "/sm/output/data2")
     paths = environment.job_paths(base)
-    assert paths.data == {"training": Path("/elsewhere/training")}
+    assert paths.data == {"training": elsewhere}
     assert (paths.model_dir, paths.output_dir) == (Path("/sm/model"), Path("/sm/output"))
     assert paths.output_data_dir == Path("/sm/output/data2")
     flags = environment.job_paths(base, "/d", "/m", "/o", "/c")
     assert flags == JobPaths({"training": Path("/d")}, Path("/m"), Path("/o"), Path("/c"))
     assert flags.output_data_dir == Path("/o/data")
+
+
+def test_inputdataconfig_names_the_channels(tmp_path: Path) -> None:
+    base = _base(tmp_path, ("training", "unused"))
+    config = base / "input/config/inputdataconfig.json"
+    config.write_text(json.dumps({"training": {"TrainingInputMode": "FastFile"}}))
+    assert environment.job_paths(base).data == {"training": base / "input/data/training"}
+    config.write_text(json.dumps({"training": {}, "test": {}}))
+    with pytest.raises(JobError, match=r"channel folder.*input/data/test"):
+        environment.job_paths(base)
+    config.write_text(json.dumps({"training": {"TrainingInputMode": "Pipe"}}))
+    with pytest.raises(JobError, match="Pipe input mode"):
+        environment.job_paths(base)
 
 
 def test_resourceconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

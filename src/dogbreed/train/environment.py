@@ -157,14 +157,35 @@ def training_env(base: Path) -> TrainingEnv:
 
 
 def channels(base: Path) -> dict[str, Path]:
-    """Channel name -> local folder: input/data/<name>, overridden by SM_CHANNEL_<NAME>."""
+    """Channel name -> local folder: input/data/<name>, overridden by SM_CHANNEL_<NAME>.
+
+    When inputdataconfig.json exists it names the channels: a declared channel without its
+    folder, or one in Pipe mode (a FIFO, not files), is an error here rather than a confusing
+    "no images" later. FastFile mode mounts files at the same place as File mode.
+    """
     found: dict[str, Path] = {}
     data_dir = base / "input" / "data"
-    if data_dir.is_dir():
+    config_path = base / "input" / "config" / "inputdataconfig.json"
+    if config_path.is_file():
+        declared = _read_json(config_path)
+        if not isinstance(declared, dict):
+            raise JobError(f"{config_path} must hold a JSON object of channels")
+        for name, spec in declared.items():
+            mode = spec.get("TrainingInputMode", "File") if isinstance(spec, dict) else "File"
+            if mode == "Pipe":
+                raise JobError(f"channel {name!r} uses Pipe input mode; use File or FastFile")
+            found[name] = data_dir / name
+    elif data_dir.is_dir():
         found.update({p.name: p for p in data_dir.iterdir() if p.is_dir()})
     for key, value in os.environ.items():
         if key.startswith("SM_CHANNEL_") and value:
             found[key.removeprefix("SM_CHANNEL_").lower()] = Path(value)
+    missing = sorted(name for name, folder in found.items() if not folder.is_dir())
+    if missing:
+        raise JobError(
+            f"channel folder(s) missing: {', '.join(str(found[n]) for n in missing)} "
+            f"(declared in {config_path} or SM_CHANNEL_*)"
+        )
     if "validation" in found and "valid" not in found:
         found["valid"] = found.pop("validation")  # the name SageMaker examples often use
     return found
