@@ -17,11 +17,10 @@ import numpy as np
 
 from dogbreed.serve.errors import ServeError, error_body
 from dogbreed.serve.predictor import Predictor
-from dogbreed.serve.protocol import JSON_TYPE, ParsedRequest, parse_request, render, softmax
+from dogbreed.serve.protocol import ParsedRequest, parse_request, render, softmax
 from dogbreed.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
-BATCH_HEADER = "X-Dogbreed-Batch-Size"
 
 
 class InferenceService:
@@ -110,9 +109,35 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[str] | None:
         answers = [(500, error_body("internal_error", "inference failed"))] * len(data)
     bodies = []
     for idx, (status, body) in enumerate(answers):
+        # No content type or headers here: the gateway sets Content-Type (see mms_safe_bodies).
         context.set_response_status(status, HTTPStatus(status).phrase, idx)
-        context.set_response_content_type(idx, JSON_TYPE)
-        # How many requests shared this forward pass: observability for batching tuning.
-        context.set_response_header(idx, BATCH_HEADER, str(len(data)))
         bodies.append(body)
-    return bodies
+    phrases = [HTTPStatus(status).phrase for status, _ in answers]
+    request_ids = [context.get_request_id(idx) or "" for idx in range(len(data))]
+    return mms_safe_bodies(bodies, phrases, request_ids)
+
+
+# MMS 1.1.11's frontend decodes a worker's reply (mms/protocol/otf_message_handler.py layout)
+# with a Netty decoder that checks for a partial frame before every length-prefixed string but
+# NOT before each prediction's 4-byte HTTP status code, nor inside the response-header map.
+# When a socket read ends inside one of those, the decoder throws, the frontend drops the
+# worker ("Worker died") and every request of the batch gets a 500. Reads end at multiples of
+# 16 bytes (Netty's adaptive buffer sizes), so: send no headers, and pad each JSON body with
+# trailing spaces so that the next status code never straddles a multiple of 16.
+_MMS_SUCCESS = "Prediction success"
+
+
+def mms_safe_bodies(bodies: list[str], phrases: list[str], request_ids: list[str]) -> list[str]:
+    out: list[str] = []
+    offset = 4 + 4 + len(_MMS_SUCCESS)  # code, message
+    for body, phrase, request_id in zip(bodies, phrases, request_ids, strict=True):
+        offset += 4 + len(request_id.encode()) + 4  # request id, empty content type
+        misaligned = offset % 16 == 0 or offset % 16 > 12  # [offset, offset + 4) has a 16k
+        if misaligned and out:
+            pad = (1 - offset) % 16
+            out[-1] += " " * pad
+            offset += pad
+        offset += 4 + 4 + len(phrase.encode()) + 4  # status, phrase, zero headers
+        offset += 4 + len(body.encode())
+        out.append(body)
+    return out
