@@ -53,6 +53,8 @@ class Health:
 class Gateway(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of new connections got resets.
+    request_queue_size = 256
 
     def __init__(
         self,
