@@ -174,6 +174,9 @@ def component_costs(model_dir: Path, images: list[bytes], threads: int) -> None:
         ),
         ("forward batch 1, torch eager fp32 (baseline)", time_per_item(torch_eager, 20)),
     ]
+    # OpenMP barriers suffer badly when other processes hold the cores: show 1 thread too.
+    torch.set_num_threads(1)
+    rows.append(("forward batch 1, torch eager fp32, 1 thread", time_per_item(torch_eager, 20)))
     print(f"\ncomponent costs, {threads} thread(s), ms per image:")
     for name, ms in rows:
         print(f"  {name:<52} {ms:8.2f}")
