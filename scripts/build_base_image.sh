@@ -83,8 +83,8 @@ if [[ -n "$ca_cert" ]]; then
 fi
 
 # What a container does not need: package caches, lists, docs and man pages.
-rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
-  "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/tmp/* "$rootfs"/dev/*
+rm -rf "${rootfs:?}"/var/cache/apt/archives/*.deb "${rootfs:?}"/var/lib/apt/lists/* \
+  "${rootfs:?}"/usr/share/doc/* "${rootfs:?}"/usr/share/man/* "${rootfs:?}"/tmp/* "${rootfs:?}"/dev/*
 
 tar --numeric-owner -C "$rootfs" -c . | docker import \
   --change 'ENV LANG=C.UTF-8' \
