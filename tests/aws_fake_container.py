@@ -80,7 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
         attributes = self.headers.get("X-Amzn-SageMaker-Custom-Attributes", "")
         top_k = int(attributes.partition("top_k=")[2] or 5)
         top = [{"label": b, "score": round(0.5 ** (i + 1), 4)} for i, b in enumerate(BREEDS)]
-        self._answer(200, {"predictions": top[:top_k]})
+        self._answer(200, {"top_k": top[:top_k]})
 
 
 @contextmanager

@@ -450,7 +450,7 @@ def test_invoke_sends_the_image_and_prints_top_k(
         assert container.last_body == jpeg.read_bytes()
         assert container.last_headers["X-Amzn-SageMaker-Custom-Attributes"] == "top_k=3"
         answer = json.loads(capsys.readouterr().out)
-        assert [p["label"] for p in answer["predictions"]] == ["Affenpinscher", "Beagle", "Collie"]
+        assert [p["label"] for p in answer["top_k"]] == ["Affenpinscher", "Beagle", "Collie"]
         container.status = 415
         assert main(argv) == 1
         error = capsys.readouterr().err
