@@ -349,6 +349,18 @@ def test_compose_up_generates_data_trains_and_serves(
     )
     assert response.status_code == 200, response.text
     assert response.json()["top_k"]
+    # The compose health check (python urllib against /ping inside the container) agrees.
+    project = compose[0][compose[0].index("-p") + 1]
+    serve_id = docker(
+        "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
+        "--filter", "label=com.docker.compose.service=serve",
+    ).stdout.strip()  # fmt: skip
+    deadline = time.monotonic() + 60
+    status = ""
+    while time.monotonic() < deadline and status != "healthy":
+        status = docker("inspect", "-f", "{{.State.Health.Status}}", serve_id).stdout.strip()
+        time.sleep(1)
+    assert status == "healthy"
 
 
 @pytest.mark.docker
