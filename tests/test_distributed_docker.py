@@ -1,5 +1,5 @@
 """The EC2 recipe of docs/distributed.md, for real: two training containers with
-`--network host`, `dogbreed train --nodes 2 --node-rank R --master-addr ...`, one DDP job.
+`--network host`, `IMAGE train --nodes 2 --node-rank R --master-addr ...`, one DDP job.
 
 Both "hosts" are containers on this machine, so the master address is 127.0.0.1 and the
 interface `lo`; on EC2 they are the private IP and e.g. `ens5`.
@@ -34,7 +34,7 @@ def test_two_containers_with_host_network_train_one_model(tmp_path: Path) -> Non
                 "--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp",
                 "-e", "OMP_NUM_THREADS=1",  # two containers on a small machine
                 "-v", f"{data}:/data:ro", "-v", f"{job}:/opt/ml",
-                TRAIN_IMAGE, "dogbreed", "train", "--data", "/data",
+                TRAIN_IMAGE, "train", "--data", "/data",  # EC2 form: IMAGE train FLAGS
                 "--nodes", "2", "--node-rank", str(rank),
                 "--master-addr", "127.0.0.1", "--master-port", port, "--network-interface", "lo",
                 *"--backbone resnet18 --image-size 32 --epochs 1".split(),
