@@ -15,6 +15,7 @@ def test_two_processes_train_one_model(tmp_path: Path) -> None:
     generate_sample(tmp_path / "data", classes=3, per_class=8, seed=3)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "DOGBREED_"))}
     env["OMP_NUM_THREADS"] = "1"  # two processes on a small machine
+    env["PYTHONUNBUFFERED"] = "1"  # as in the training image
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
         "-m", "dogbreed", "train",
@@ -27,8 +28,9 @@ def test_two_processes_train_one_model(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = proc.stdout.splitlines()
-    assert any(line.startswith("world_size=2 rank=0") for line in lines)
-    assert any(line.startswith("world_size=2 rank=1") for line in lines)
+    # Whole lines even with PYTHONUNBUFFERED=1 and two ranks writing to one pipe.
+    assert any(line.startswith("world_size=2 rank=0") for line in lines), proc.stdout
+    assert any(line.startswith("world_size=2 rank=1") for line in lines), proc.stdout
     # Metrics are all-reduced; only rank 0 prints them and writes files.
     assert [line.split()[0] for line in lines if line.startswith("epoch=")] == [
         "epoch=1",

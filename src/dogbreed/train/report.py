@@ -53,8 +53,13 @@ def test_line(metrics: dict[str, float]) -> str:
 
 
 def emit(line: str) -> None:
-    """Print and flush at once: SageMaker and `docker logs` read stdout as it comes."""
-    print(line, file=sys.stdout, flush=True)
+    """Write one whole line and flush: SageMaker and `docker logs` read stdout as it comes.
+
+    One write call, not print(): with PYTHONUNBUFFERED (set in our images) print() writes the
+    text and the newline separately, and lines of several ranks could interleave mid-line.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def parse_metric_lines(text: str) -> dict[str, list[float]]:
