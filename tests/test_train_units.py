@@ -6,6 +6,8 @@ import json
 import math
 import random
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +230,13 @@ def test_report_callback_is_called_and_its_exception_propagates(tmp_path: Path) 
     assert set(seen[0][1]) == set(report.EPOCH_KEYS)
     assert all(math.isfinite(v) for v in seen[0][1].values())
     assert not (tmp_path / "m").exists()  # a pruned trial writes no model
+
+
+def test_cli_environment_and_report_import_no_torch() -> None:
+    # `dogbreed --help`, the launcher and the AWS tooling import these without paying for torch.
+    code = (
+        "import sys; from dogbreed.cli import build_parser; build_parser('train'); "
+        "import dogbreed.train.environment, dogbreed.train.report; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
