@@ -36,7 +36,7 @@ def test_two_processes_train_one_model(tmp_path: Path) -> None:
         "epoch=1",
         "epoch=2",
     ]
-    assert sum(line.startswith("test_loss=") for line in lines) == 1
+    assert sum(line.startswith("final ") and "test_loss=" in line for line in lines) == 1
     metrics = json.loads((tmp_path / "output" / "data" / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     # Evaluation shards without padding: each test image is counted exactly once over both ranks.

@@ -33,7 +33,7 @@ EPOCH_LINE = re.compile(
     rf"^epoch=\d+ train_loss={NUM} train_acc={NUM} valid_loss={NUM} valid_acc={NUM} "
     rf"lr={NUM} images_per_sec={NUM}$"
 )
-TEST_LINE = re.compile(rf"^test_loss={NUM} test_acc={NUM}$")
+FINAL_LINE = re.compile(rf"^final valid_loss={NUM} valid_acc={NUM} test_loss={NUM} test_acc={NUM}$")
 
 
 def sagemaker_job(
@@ -134,13 +134,16 @@ def test_stdout_metric_lines_follow_the_contract_and_the_regexes(
     epoch_lines = [line for line in lines if line.startswith("epoch=")]
     assert len(epoch_lines) == EPOCHS
     assert all(EPOCH_LINE.match(line) for line in epoch_lines), epoch_lines
-    assert sum(bool(TEST_LINE.match(line)) for line in lines) == 1
+    assert sum(bool(FINAL_LINE.match(line)) for line in lines) == 1
     # What SageMaker would scrape with our MetricDefinitions.
     scraped = parse_metric_lines(proc.stdout)
     assert {d["Name"] for d in METRIC_DEFINITIONS} == scraped.keys()
     assert scraped["epoch"] == list(range(1, EPOCHS + 1))
     history = json.loads((base / "output" / "data" / "metrics.json").read_text())["history"]
-    assert scraped["valid_loss"] == pytest.approx([h["valid_loss"] for h in history], abs=1e-4)
-    assert scraped["train_acc"] == pytest.approx([h["train_acc"] for h in history], abs=1e-4)
     final = json.loads((base / "output" / "data" / "metrics.json").read_text())["final"]
+    # Per epoch, then the best epoch's again on the final line (the tuner's objective).
+    valid_losses = [h["valid_loss"] for h in history] + [final["valid_loss"]]
+    assert scraped["valid_loss"] == pytest.approx(valid_losses, abs=1e-4)
+    assert final["valid_loss"] == pytest.approx(min(valid_losses), abs=1e-4)
+    assert scraped["train_acc"] == pytest.approx([h["train_acc"] for h in history], abs=1e-4)
     assert scraped["test_acc"] == [pytest.approx(final["test_acc"], abs=1e-4)]

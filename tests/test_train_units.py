@@ -197,11 +197,15 @@ def test_metric_lines_round_trip_through_the_regexes() -> None:
         "epoch=12 train_loss=1.2346 train_acc=0.5000 valid_loss=0.1000 valid_acc=1.0000 "
         "lr=1.5e-07 images_per_sec=1234.6"
     )
-    text = f"INFO noise\n{line}\n{report.test_line({'test_loss': 0.25, 'test_acc': 0.75})}\n"
+    final = {"valid_loss": 0.05, "valid_acc": 0.9, "test_loss": 0.25, "test_acc": 0.75}
+    final_line = report.final_line(final)
+    assert final_line == "final valid_loss=0.0500 valid_acc=0.9000 test_loss=0.2500 test_acc=0.7500"
+    text = f"INFO noise\n{line}\n{final_line}\n"
     scraped = report.parse_metric_lines(text)
     assert scraped["epoch"] == [12.0]
     assert scraped["lr"] == [1.5e-7]
-    assert scraped["train_loss"] == [1.2346] and scraped["valid_loss"] == [0.1]
+    # The last valid_loss is the best epoch's: what a SageMaker tuning job scores.
+    assert scraped["train_loss"] == [1.2346] and scraped["valid_loss"] == [0.1, 0.05]
     assert scraped["test_acc"] == [0.75]
 
 

@@ -478,7 +478,7 @@ def _finish(
         "test_acc": test_acc,
     }
     if info.is_main():
-        reporting.emit(reporting.test_line(final))
+        reporting.emit(reporting.final_line(final))
         meta = artifact.ModelMetadata(
             architecture=cfg.backbone,
             num_classes=len(classes),

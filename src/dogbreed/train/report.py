@@ -3,9 +3,11 @@
 The line format is a contract (docs/ARCHITECTURE.md):
 
     epoch=3 train_loss=0.5120 train_acc=0.8010 valid_loss=0.6040 valid_acc=0.8710 lr=0.000812 images_per_sec=123.4
-    test_loss=0.6210 test_acc=0.8590
+    final valid_loss=0.5980 valid_acc=0.8750 test_loss=0.6210 test_acc=0.8590
 
-METRIC_DEFINITIONS is what the AWS launcher and the tuner pass to SageMaker. No torch import.
+The final line repeats the BEST epoch's validation metrics: a SageMaker tuning job scores a
+training job by the last value of its objective metric, and the model we keep is the best
+epoch's, not the last one's. METRIC_DEFINITIONS is what the AWS launcher and the tuner pass to SageMaker. No torch import.
 """  # noqa: E501
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 _NUMBER = r"([0-9.eE+-]+)"
 EPOCH_KEYS = ("train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "images_per_sec")
 TEST_KEYS = ("test_loss", "test_acc")
+FINAL_KEYS = ("valid_loss", "valid_acc", *TEST_KEYS)
 
 # SageMaker MetricDefinitions: the first capture group is the value.
 METRIC_DEFINITIONS: list[dict[str, str]] = [
@@ -48,8 +51,9 @@ def epoch_line(epoch: int, metrics: dict[str, float]) -> str:
     return " ".join(parts)
 
 
-def test_line(metrics: dict[str, float]) -> str:
-    return " ".join(f"{k}={_fmt(k, metrics[k])}" for k in TEST_KEYS)
+def final_line(metrics: dict[str, float]) -> str:
+    """Best epoch's valid_loss/valid_acc, then the test metrics of those weights."""
+    return " ".join(["final", *(f"{k}={_fmt(k, metrics[k])}" for k in FINAL_KEYS)])
 
 
 def emit(line: str) -> None:
