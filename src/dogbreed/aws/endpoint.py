@@ -34,17 +34,11 @@ log = logging.getLogger(__name__)
 # SageMaker real-time endpoints take request bodies up to 6 MB.
 MAX_BODY = 6 * 1024 * 1024
 ROUTING = ("ALL_AT_ONCE", "CANARY", "LINEAR")
-# deploy flag -> ServeSettings field (dogbreed.serve.settings.ENV_NAMES gives the variable).
-SERVE_FLAGS = {
-    "workers": "workers",
-    "threads": "threads",
-    "batch_size": "batch_size",
-    "max_batch_delay_ms": "max_batch_delay_ms",
-    "top_k": "top_k",
-}
 
 
 def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
+    from dogbreed.serve.settings import add_server_arguments
+
     parser.add_argument("--endpoint-name", required=True, help="endpoint to create or update")
     parser.add_argument("--model-data", required=True, help="S3 URI of model.tar.gz")
     parser.add_argument("--image", required=True, help="serving image URI (ECR)")
@@ -65,13 +59,7 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
         "--network-isolation", action="store_true", help="no outbound network from the container"
     )
     serve = parser.add_argument_group("model server environment")
-    serve.add_argument("--workers", type=int, help="SAGEMAKER_MODEL_SERVER_WORKERS")
-    serve.add_argument("--threads", type=int, help="DOGBREED_THREADS (per worker)")
-    serve.add_argument("--batch-size", type=int, help="SAGEMAKER_MODEL_SERVER_BATCH_SIZE")
-    serve.add_argument(
-        "--max-batch-delay-ms", type=int, help="SAGEMAKER_MODEL_SERVER_MAX_BATCH_DELAY"
-    )
-    serve.add_argument("--top-k", type=int, help="DOGBREED_TOP_K (default answer size)")
+    add_server_arguments(serve)
     serve.add_argument(
         "--timeout-seconds",
         type=int,
@@ -129,13 +117,14 @@ def add_delete_arguments(parser: argparse.ArgumentParser) -> None:
 
 def model_environment(args: argparse.Namespace) -> dict[str, str]:
     """Container environment, checked with the serving image's own settings parser."""
-    from dogbreed.serve.settings import ENV_NAMES, ServeSettings, SettingsError
+    from dogbreed.serve.settings import (
+        ENV_NAMES,
+        ServeSettings,
+        SettingsError,
+        server_flag_values,
+    )
 
-    env = {
-        ENV_NAMES[field]: str(getattr(args, flag))
-        for flag, field in SERVE_FLAGS.items()
-        if getattr(args, flag) is not None
-    }
+    env = {ENV_NAMES[field]: str(value) for field, value in server_flag_values(args).items()}
     env["SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"] = str(args.timeout_seconds)
     env.update(parse_pairs(args.env, "--env"))
     try:

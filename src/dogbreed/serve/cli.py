@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dogbreed.serve.settings import BACKENDS, PRECISIONS
+    from dogbreed.serve.settings import add_server_arguments
 
     parser.add_argument(
         "--model",
@@ -26,22 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port (default $SAGEMAKER_BIND_TO_PORT or 8080)")
-    parser.add_argument("--backend", choices=BACKENDS, help="$DOGBREED_BACKEND (default auto)")
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, help="torch backend: $DOGBREED_PRECISION (default auto)"
-    )
-    parser.add_argument("--workers", type=int, help="$SAGEMAKER_MODEL_SERVER_WORKERS")
-    parser.add_argument(
-        "--threads", type=int, help="intra-op threads per worker: $DOGBREED_THREADS"
-    )
-    parser.add_argument(
-        "--batch-size", type=int, help="MMS batching: $SAGEMAKER_MODEL_SERVER_BATCH_SIZE (8)"
-    )
-    parser.add_argument(
-        "--max-batch-delay-ms",
-        type=int,
-        help="MMS batching: $SAGEMAKER_MODEL_SERVER_MAX_BATCH_DELAY in ms (5)",
-    )
+    add_server_arguments(parser)
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -60,22 +45,12 @@ def main(args: argparse.Namespace) -> int:
 
     from dogbreed.model.artifact import ArtifactError
     from dogbreed.serve import server
-    from dogbreed.serve.settings import ServeSettings, SettingsError
+    from dogbreed.serve.settings import ServeSettings, SettingsError, server_flag_values
     from dogbreed.train.environment import base_dir
 
     try:
         settings = (
-            ServeSettings.from_env()
-            .replace(
-                port=args.port,
-                backend=args.backend,
-                precision=args.precision,
-                workers=args.workers,
-                threads=args.threads,
-                batch_size=args.batch_size,
-                max_batch_delay_ms=args.max_batch_delay_ms,
-            )
-            .validated()
+            ServeSettings.from_env().replace(port=args.port, **server_flag_values(args)).validated()
         )
     except SettingsError as exc:
         log.error("bad serving setting: %s", exc)

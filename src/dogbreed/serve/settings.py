@@ -6,6 +6,7 @@ server's environment, so each MMS worker reads exactly the same settings with `f
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -34,6 +35,36 @@ ENV_NAMES: dict[str, str] = {
     "max_instances": "DOGBREED_MAX_INSTANCES",
     "max_pixels": "DOGBREED_MAX_PIXELS",
 }
+
+
+# Model-server knobs taken as flags by both `dogbreed serve` and `dogbreed sagemaker deploy`
+# (which passes them to the endpoint's container as the ENV_NAMES variables).
+SERVER_FLAGS: dict[str, str] = {
+    "backend": "onnx (ONNX Runtime) or torch (TorchScript); auto: torch on a CUDA GPU",
+    "precision": "torch backend: fp16 on GPU and fp32 on CPU (auto), or fp32/fp16/bf16",
+    "workers": "MMS worker processes (default: one per 2 CPU cores, one per GPU)",
+    "threads": "intra-op threads per worker (default: cores / workers)",
+    "batch_size": "MMS batching: most requests per forward pass (default 8)",
+    "max_batch_delay_ms": "MMS batching: ms to wait to fill a batch (default 5)",
+    "top_k": "breeds in an answer when the request does not say (default 5)",
+}
+
+
+def add_server_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """One flag per SERVER_FLAGS entry; unset flags stay None (the environment decides)."""
+    choices = {"backend": BACKENDS, "precision": PRECISIONS}
+    for field, help_text in SERVER_FLAGS.items():
+        flag = "--" + field.replace("_", "-")
+        help_text = f"{help_text}; ${ENV_NAMES[field]}"
+        if field in choices:
+            parser.add_argument(flag, choices=choices[field], help=help_text)
+        else:
+            parser.add_argument(flag, type=int, help=help_text)
+
+
+def server_flag_values(args: argparse.Namespace) -> dict[str, object]:
+    """The SERVER_FLAGS that were given on the command line."""
+    return {f: getattr(args, f) for f in SERVER_FLAGS if getattr(args, f, None) is not None}
 
 
 class SettingsError(ValueError):
