@@ -23,10 +23,12 @@ SAMPLE = {
     "EXECUTION_ROLE": "dogbreed-sagemaker-execution",
     "ENDPOINT_NAME_LOWER": "dogbreed-prod",
     "FUNCTION_NAME": "dogbreed-classify",
+    "ROLE_NAME": "dogbreed-classify-role",
 }
 # Actions for which AWS offers no resource-level permission: only these may use "*".
 STAR_RESOURCE_ALLOWED = {
     "ecr:GetAuthorizationToken",
+    "sts:GetCallerIdentity",  # needs no permission at all; listed by the deployer for clarity
     "cloudwatch:PutMetricData",
     "sagemaker:ListModels",
     "sagemaker:ListEndpointConfigs",
