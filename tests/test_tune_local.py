@@ -148,8 +148,14 @@ def test_metric_definitions_parse_real_trainer_output(
     metrics = json.loads((work / "output" / "data" / "metrics.json").read_text())
     history = metrics["history"]
     assert found["epoch"] == [1.0, 2.0]
-    for key in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
+    for key in ("train_loss", "train_acc"):
         assert found[key] == pytest.approx([h[key] for h in history], abs=1e-4)
+    # Per epoch, then the best epoch's again on the final line: SageMaker's tuner scores the
+    # LAST value, which must be the model that is kept.
+    for key in ("valid_loss", "valid_acc"):
+        expected = [h[key] for h in history] + [metrics["final"][key]]
+        assert found[key] == pytest.approx(expected, abs=1e-4)
+    assert found["valid_loss"][-1] == pytest.approx(min(found["valid_loss"]), abs=1e-4)
     assert found["test_acc"] == pytest.approx([metrics["final"]["test_acc"]], abs=1e-4)
     # The tuning objectives are among the scraped names.
     assert {"valid_loss", "valid_acc"} <= found.keys()
