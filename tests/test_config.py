@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,8 @@ from dogbreed.config import (
     config_from_hyperparameters,
     hyperparameter_docs,
 )
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_framework_estimator_spelling_json_encoded_strings() -> None:
@@ -90,6 +94,11 @@ def test_cli_flags_both_spellings_overlay_a_base() -> None:
     assert config_from_args(parser.parse_args(["--no-amp"]), base).amp is False
 
 
-def test_docs_cover_every_field() -> None:
-    names = [row[0] for row in hyperparameter_docs()]
-    assert names == list(TrainConfig.__dataclass_fields__)
+def test_readme_and_training_docs_document_every_hyperparameter() -> None:
+    """The README's and docs/training.md's tables list every field with its type, in order."""
+    expected = [(name, kind) for name, kind, _, _ in hyperparameter_docs()]
+    assert [name for name, _ in expected] == list(TrainConfig.__dataclass_fields__)
+    for doc in ("README.md", "docs/training.md"):
+        text = (REPO / doc).read_text()
+        rows = re.findall(r"^\| `(\w+)` \| (str|int|float|bool) \|", text, re.MULTILINE)
+        assert rows == expected, doc

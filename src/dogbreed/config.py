@@ -200,7 +200,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
 
 
 def hyperparameter_docs() -> list[tuple[str, str, str, str]]:
-    """(name, type, default, help) for every field: the README table is generated from this."""
+    """(name, type, default, help) for every field; tests hold the README tables to it."""
     rows = []
     for f in fields(TrainConfig):
         rows.append((f.name, _field_type(f.name).__name__, str(f.default), f.metadata["help"]))
