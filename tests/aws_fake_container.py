@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from loopback_http import LoopbackServer, QuietHandler
 from PIL import Image
 
 BREEDS = ["Affenpinscher", "Beagle", "Collie", "Dalmatian", "Entlebucher_mountain_dog"]
@@ -28,11 +28,9 @@ def write_jpeg(path: Path) -> Path:
     return path
 
 
-class FakeContainer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeContainer(LoopbackServer):
     def __init__(self, workers: int = 2, delay_s: float = 0.0) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.slots = threading.Semaphore(workers)
         self.delay_s = delay_s
         self.status = 200
@@ -40,20 +38,9 @@ class FakeContainer(ThreadingHTTPServer):
         self.last_body = b""
         self.last_headers: dict[str, str] = {}
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: FakeContainer
-    protocol_version = "HTTP/1.1"  # keep-alive, as MMS
-    # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm and the
-    # client's delayed ACK add ~40 ms to every answer (MMS/Netty sets it too).
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
-        pass
 
     def _answer(self, status: int, document: object) -> None:
         body = json.dumps(document).encode()

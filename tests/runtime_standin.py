@@ -28,10 +28,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import unquote, urlsplit
+
+from loopback_http import LoopbackServer, QuietHandler
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -54,11 +55,9 @@ def load_handler() -> ModuleType:
     return module
 
 
-class RuntimeStandIn(ThreadingHTTPServer):
-    daemon_threads = True
-
+class RuntimeStandIn(LoopbackServer):
     def __init__(self, endpoint_name: str, model_url: str) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.endpoint_name = endpoint_name
         self.model = urlsplit(model_url)
         self.mode = "forward"  # forward | throttle | sleep | container_timeout
@@ -66,20 +65,9 @@ class RuntimeStandIn(ThreadingHTTPServer):
         self.requests = 0
         self.last_headers: dict[str, str] = {}
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: RuntimeStandIn
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and
-    # delayed ACKs add ~40 ms to every answer and would swamp the benchmark.
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
-        pass
 
     def _error(self, status: int, code: str, document: dict) -> None:
         self._send(status, json.dumps(document).encode(), "application/json", code)

@@ -1,0 +1,28 @@
+"""The base of the tests' small stand-in HTTP servers (fake container, SageMaker runtime)."""
+
+from __future__ import annotations
+
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """A threaded HTTP server on a free port of 127.0.0.1."""
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as MMS and the SageMaker runtime
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and the
+    # client's delayed ACK add ~40 ms to every answer.
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
+        pass
