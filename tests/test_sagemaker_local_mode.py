@@ -13,6 +13,7 @@ import ast
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,26 @@ def sdk_python() -> Path:
     return python
 
 
+def sdk_containers() -> set[str]:
+    """The SDK names its local containers `<random>-algo-N-<random>`."""
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "name=algo-"], capture_output=True, text=True
+    ).stdout
+    return set(out.split())
+
+
+@pytest.fixture()
+def remove_sdk_containers() -> Iterator[None]:
+    """The SDK leaves its stopped training containers behind: remove the ones this test made."""
+    before = sdk_containers()
+    yield
+    left = sdk_containers() - before
+    if left:
+        subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
+
+
 @pytest.mark.docker
+@pytest.mark.usefixtures("remove_sdk_containers")
 def test_sdk_local_mode_trains_deploys_and_invokes(
     images: None,  # noqa: F811
     sdk_python: Path,
