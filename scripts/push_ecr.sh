@@ -59,7 +59,12 @@ if ((build)); then
   name="${image%%:*}" tag=latest
   [[ "$image" == *:* ]] && tag="${image##*:}"
   target="${name##*-}"
-  [[ "$tag" == gpu ]] && target="$target-gpu"
+  # build_images.sh tags its GPU serving image `gpu` (IMAGE_TAG=latest) or `TAG-gpu`.
+  if [[ "$tag" == gpu || "$tag" == *-gpu ]]; then
+    target="$target-gpu"
+    tag="${tag%-gpu}"
+    [[ "$tag" == gpu ]] && tag=latest
+  fi
   run env IMAGE_PREFIX="${name%-*}" IMAGE_TAG="$tag" "$root/scripts/build_images.sh" "$target" >&2
 fi
 ((build && dry)) || docker image inspect "$image" >/dev/null 2>&1 \

@@ -433,6 +433,18 @@ def test_delete_removes_only_what_deploy_created_for_it(
     assert capsys.readouterr().out == "nothing to delete\n"
 
 
+def test_delete_finds_what_deploy_made_for_a_long_endpoint_name(
+    moto_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # deploy cuts the endpoint name to fit a timestamp into SageMaker's 63 characters.
+    name = "dogbreed-production-endpoint-for-the-breed-classifier"  # 53 characters
+    assert main(deploy_argv(name)) == 0
+    assert main(["sagemaker", "delete", "--endpoint-name", name]) == 0
+    sm = boto3.client("sagemaker")
+    assert sm.list_endpoint_configs()["EndpointConfigs"] == []
+    assert sm.list_models()["Models"] == []
+
+
 @pytest.fixture()
 def jpeg(tmp_path: Path) -> Path:
     return write_jpeg(tmp_path / "dog.jpg")

@@ -162,7 +162,8 @@ def test_dry_run_prints_commands_and_calls_nothing(aws_env: None) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].endswith("IMAGE_TAG=gpu " + str(REPO / "scripts/build_images.sh serve-gpu"))
+    # dogbreed-serve:gpu is what build_images.sh serve-gpu makes with IMAGE_TAG=latest.
+    assert lines[0].endswith("IMAGE_TAG=latest " + str(REPO / "scripts/build_images.sh serve-gpu"))
     assert "IMAGE_PREFIX=dogbreed" in lines[0]
     commands = "\n".join(lines)
     describe = "+ aws ecr describe-repositories --region eu-west-1 --repository-names"

@@ -258,10 +258,30 @@ def deploy(aws: Aws, args: argparse.Namespace) -> tuple[str, dict[str, Any] | No
         log.info("updating endpoint %s: %s -> %s", endpoint, existing["EndpointConfigName"], name)
     if aws.dry_run or not (args.wait or suspended):
         return name, None
-    described = wait_in_service(sm, endpoint, args.poll_seconds)
+    try:
+        described = wait_in_service(sm, endpoint, args.poll_seconds)
+    except BaseException:
+        if suspended:  # not restored while the update may still run: say how to, then fail
+            log.error(
+                "autoscaling of %s is still off; once the endpoint is InService: %s",
+                endpoint,
+                restore_command(endpoint, args.variant_name, suspended),
+            )
+        raise
     if suspended:
         autoscale.restore(aas, rid, suspended)
     return name, described
+
+
+def restore_command(endpoint: str, variant: str, scaling: autoscale.Scaling) -> str:
+    """The `dogbreed sagemaker autoscale` call that registers `scaling` again."""
+    configs = [p.get("TargetTrackingScalingPolicyConfiguration", {}) for p in scaling.policies]
+    target = next((c["TargetValue"] for c in configs if "TargetValue" in c), None)
+    return (
+        f"dogbreed sagemaker autoscale --endpoint-name {endpoint} --variant-name {variant} "
+        f"--min {scaling.target['MinCapacity']} --max {scaling.target['MaxCapacity']}"
+        + (f" --target {target}" if target is not None else "")
+    )
 
 
 @aws_command
@@ -325,7 +345,9 @@ def tagged(sm: Any, kind: str, endpoint: str) -> list[str]:
     }[kind]
     arn_key = "ModelArn" if kind == "model" else "EndpointConfigArn"
     names = []
-    for page in sm.get_paginator(list_call).paginate(NameContains=endpoint):
+    # deploy's names are unique_name(endpoint): the endpoint name, maybe cut, then a timestamp.
+    prefix = unique_name(endpoint).rsplit("-", 3)[0]
+    for page in sm.get_paginator(list_call).paginate(NameContains=prefix):
         for item in page.get(key, []):
             tags = sm.list_tags(ResourceArn=item[arn_key]).get("Tags", [])
             if {"Key": TAG_KEY, "Value": endpoint} in tags:
