@@ -74,13 +74,14 @@ APT::Install-Recommends "false";
 DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
 EOF
 
-# debootstrap installs the release as first published: bring in bookworm's security fixes.
-chroot "$rootfs" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update && apt-get -y upgrade'
-
+# The proxy's CA first: the upgrade below may go through it (an https mirror).
 if [[ -n "$ca_cert" ]]; then
   install -m 0644 "$ca_cert" "$rootfs/usr/local/share/ca-certificates/dogbreed-extra-ca.crt"
   chroot "$rootfs" update-ca-certificates
 fi
+
+# debootstrap installs the release as first published: bring in bookworm's security fixes.
+chroot "$rootfs" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update && apt-get -y upgrade'
 
 # What a container does not need: package caches, lists, docs and man pages.
 rm -rf "${rootfs:?}"/var/cache/apt/archives/*.deb "${rootfs:?}"/var/lib/apt/lists/* \

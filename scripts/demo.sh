@@ -18,7 +18,10 @@ local_dir="${DOGBREED_LOCAL_DIR:-./local}"
 echo "== waiting for http://127.0.0.1:$port/ping (training runs first)"
 for _ in $(seq 180); do
   curl -fsS "http://127.0.0.1:$port/ping" >/dev/null 2>&1 && break
-  if "${compose[@]}" ps train | grep -q "Exit [1-9]"; then
+  # docker inspect, not `compose ps`: compose v2 words and hides exited containers differently.
+  train_id="$("${compose[@]}" ps -q train 2>/dev/null || true)"
+  if [[ -n "$train_id" ]] && docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' \
+    "$train_id" | grep -q "^exited [1-9]"; then
     echo "training failed:" >&2
     cat "$local_dir/output/failure" >&2 || true
     exit 1
@@ -27,7 +30,7 @@ for _ in $(seq 180); do
 done
 curl -fsS "http://127.0.0.1:$port/ping" >/dev/null || { "${compose[@]}" logs --tail 50; exit 1; }
 grep -h "test_loss=" <("${compose[@]}" logs train) || true
-image="$(find "$local_dir/data/test" -name '*.jpg' | sort | head -1)"
+image="$(find "$local_dir/data/test" -name '*.jpg' -print -quit)"  # no pipe: pipefail-safe
 echo "== POST /invocations with $image"
 curl -fsS -X POST "http://127.0.0.1:$port/invocations" \
   -H 'Content-Type: image/jpeg' -H 'X-Amzn-SageMaker-Custom-Attributes: top_k=3' \

@@ -58,6 +58,7 @@ log "pip install -e .[train,serve,aws,tune,dev]"
 ca_cert="${DOGBREED_EXTRA_CA_CERT:-}"
 if [[ -z "$ca_cert" ]] && compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
   ca_cert="$(mktemp)"
+  trap 'rm -f "$ca_cert"' EXIT
   cat /usr/local/share/ca-certificates/*.crt >"$ca_cert"
 fi
 log "base image"

@@ -77,7 +77,6 @@ SEARCH_SPACE: tuple[Param, ...] = (
     Param("optimizer", choices=("adamw", "sgd")),
     Param("warmup_epochs", 0.0, 2.0),
 )
-TUNABLE = frozenset(p.name for p in SEARCH_SPACE)
 
 
 def active_space(fixed: Iterable[str] = ()) -> list[Param]:
