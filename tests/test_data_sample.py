@@ -77,17 +77,51 @@ def test_classes_differ_in_every_attribute_at_first() -> None:
 
 
 def test_refuses_to_overwrite_and_bad_arguments(tmp_path: Path) -> None:
-    out = generate_sample(tmp_path / "s", classes=1, per_class=1)
+    out = generate_sample(tmp_path / "s", classes=3, per_class=1)
     with pytest.raises(FileExistsError, match="not empty"):
-        generate_sample(out, classes=1, per_class=1)
+        generate_sample(out, classes=3, per_class=1)
     generate_sample(out, classes=2, per_class=1, overwrite=True)
     assert len(list((out / "train").iterdir())) == 2
     with pytest.raises(ValueError, match="classes"):
         generate_sample(tmp_path / "x", classes=0)
+    with pytest.raises(ValueError, match="classes must be between 2"):
+        generate_sample(tmp_path / "x", classes=1)
     with pytest.raises(ValueError, match="per_class"):
         generate_sample(tmp_path / "x", per_class=0)
     assert not (tmp_path / "x").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_failed_overwrite_keeps_the_old_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dogbreed.data import sample
+
+    out = generate_sample(tmp_path / "s", classes=2, per_class=1)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    calls = 0
+    real_save = sample._save
+
+    def failing_save(*args: object, **kwargs: object) -> Path:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError("disk full")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(sample, "_save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        generate_sample(out, classes=3, per_class=1, overwrite=True)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_cli_refuses_one_class(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dogbreed.cli import main
+
+    assert main(["data", "sample", str(tmp_path / "one"), "--classes", "1"]) == 1
+    assert "classes must be between 2" in capsys.readouterr().err
+    assert not (tmp_path / "one").exists()
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

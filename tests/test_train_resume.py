@@ -104,8 +104,14 @@ def test_sigterm_checkpoints_mid_epoch_and_the_rerun_resumes(
     assert state["epoch"] >= 2
     assert [h["epoch"] for h in state["history"]] == list(range(1, state["epoch"]))
     assert list(checkpoint.parent.iterdir()) == [checkpoint]  # no temporary file left over
+    # The interrupted epoch's train totals so far travel in the checkpoint (8 images a step).
+    assert state["partial"][2] == 8 * state["step"]
+    assert (state["partial_seconds"] > 0) == (state["step"] > 0)
 
     _check_completed(tmp_path, _finish_run(small_data, tmp_path), state["epoch"], state["step"])
+    history = json.loads((tmp_path / "output" / "data" / "metrics.json").read_text())["history"]
+    # Every epoch's train_* cover the whole epoch, the resumed one included (48 images, 6 steps).
+    assert all(h["train_loss"] > 0 and h["images_per_sec"] > 0 for h in history)
 
 
 def test_sigkill_loses_at_most_the_current_epoch(small_data: Path, tmp_path: Path) -> None:

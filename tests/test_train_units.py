@@ -15,11 +15,18 @@ import pytest
 import torch
 from torch.utils.data import RandomSampler
 
-from dogbreed.config import TrainConfig
+from dogbreed.config import ConfigError, TrainConfig
 from dogbreed.data.sample import generate_sample
 from dogbreed.train import checkpoint, distributed, environment, report
 from dogbreed.train.environment import JobError, JobPaths
-from dogbreed.train.loop import _ResumableSampler, lr_lambda, train
+from dogbreed.train.loop import (
+    TrainingDiverged,
+    _check_compatible,
+    _ResumableSampler,
+    check_finite,
+    lr_lambda,
+    train,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -234,6 +241,84 @@ def test_report_callback_is_called_and_its_exception_propagates(tmp_path: Path) 
     assert set(seen[0][1]) == set(report.EPOCH_KEYS)
     assert all(math.isfinite(v) for v in seen[0][1].values())
     assert not (tmp_path / "m").exists()  # a pruned trial writes no model
+
+
+def _saved(cfg: TrainConfig, world_size: int = 1) -> dict[str, object]:
+    from dataclasses import asdict
+
+    return {"config": asdict(cfg), "classes": ["a", "b"], "world_size": world_size}
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"backbone": "resnet34"}, "backbone"),
+        ({"image_size": 96}, "image_size"),
+        ({"batch_size": 4}, "batch_size"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"freeze": "layer2"}, "freeze"),
+    ],
+)
+def test_checkpoint_from_another_config_is_refused(
+    tmp_path: Path, change: dict[str, object], key: str
+) -> None:
+    paths = JobPaths.from_root(tmp_path / "d", tmp_path / "m", tmp_path / "o", tmp_path / "c")
+    cfg = TrainConfig(backbone="resnet18", image_size=64, batch_size=8)
+    _check_compatible(_saved(cfg), cfg, ["a", "b"], paths, 1)  # the same run: accepted
+    other = TrainConfig(**{**_saved(cfg)["config"], **change})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=f"from a run with {key}=.*use another --checkpoint"):
+        _check_compatible(_saved(other), cfg, ["a", "b"], paths, 1)
+
+
+def test_checkpoint_from_another_world_size_or_classes_is_refused(tmp_path: Path) -> None:
+    paths = JobPaths.from_root(tmp_path / "d", tmp_path / "m", tmp_path / "o", tmp_path / "c")
+    cfg = TrainConfig()
+    with pytest.raises(ConfigError, match="world_size=2, this run has 1"):
+        _check_compatible(_saved(cfg, world_size=2), cfg, ["a", "b"], paths, 1)
+    with pytest.raises(ConfigError, match="world_size=None"):  # written before it was saved
+        _check_compatible({**_saved(cfg), "world_size": None}, cfg, ["a", "b"], paths, 1)
+    with pytest.raises(ConfigError, match="other classes"):
+        _check_compatible(_saved(cfg), cfg, ["a", "c"], paths, 1)
+
+
+def test_incompatible_checkpoint_fails_the_job_with_exit_2(tmp_path: Path) -> None:
+    from dogbreed.cli import main
+
+    data = generate_sample(tmp_path / "data", classes=2, per_class=2, seed=3)
+    cfg = TrainConfig(backbone="resnet18", image_size=32, batch_size=4, optimizer="sgd")
+    saved = {**_saved(cfg), "classes": ["Affenpinscher", "Afghan_hound"]}
+    checkpoint.save_checkpoint(tmp_path / "c", saved)
+    flags = "--backbone resnet18 --image-size 32 --batch-size 4 --epochs 1 --workers 0"
+    argv = ["train", "--data", str(data), "--model-dir", str(tmp_path / "m"),
+            "--output-dir", str(tmp_path / "o"), "--checkpoint-dir", str(tmp_path / "c"),
+            *flags.split()]  # fmt: skip
+    assert main(argv) == 2
+    reason = (tmp_path / "o" / "failure").read_text()
+    assert reason.startswith("ConfigError: checkpoint in") and "optimizer='sgd'" in reason
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_non_finite_loss_is_divergence() -> None:
+    check_finite(1, {"train_loss": 2.3, "valid_loss": 2.2})
+    with pytest.raises(TrainingDiverged, match="train_loss is nan at epoch 3; lower learning"):
+        check_finite(3, {"train_loss": math.nan, "valid_loss": 2.2})
+    with pytest.raises(TrainingDiverged, match="valid_loss is inf at epoch 1"):
+        check_finite(1, {"train_loss": 2.3, "valid_loss": math.inf})
+
+
+def test_an_absurd_learning_rate_fails_the_job(tmp_path: Path) -> None:
+    from dogbreed.cli import main
+
+    data = generate_sample(tmp_path / "data", classes=2, per_class=4, seed=3)
+    flags = ("--backbone resnet18 --image-size 32 --batch-size 4 --epochs 2 --workers 0 "
+             "--optimizer sgd --learning-rate 1e30 --warmup-epochs 0")  # fmt: skip
+    argv = ["train", "--data", str(data), "--model-dir", str(tmp_path / "m"),
+            "--output-dir", str(tmp_path / "o"), "--checkpoint-dir", str(tmp_path / "c"),
+            *flags.split()]  # fmt: skip
+    assert main(argv) == 1
+    reason = (tmp_path / "o" / "failure").read_text()
+    assert reason.startswith("TrainingDiverged: training diverged: train_loss is nan at epoch 1")
+    assert not (tmp_path / "m").exists()  # no model from garbage weights
 
 
 def test_cli_environment_and_report_import_no_torch() -> None:

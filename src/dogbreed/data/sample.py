@@ -212,14 +212,13 @@ def generate_sample(
     either complete or absent. An existing non-empty `out` is an error unless `overwrite`.
     """
     out = Path(out)
-    if not 1 <= classes <= MAX_CLASSES:
-        raise ValueError(f"classes must be between 1 and {MAX_CLASSES}, got {classes}")
+    if not 2 <= classes <= MAX_CLASSES:
+        # One class is no classification task (the trainer needs at least two).
+        raise ValueError(f"classes must be between 2 and {MAX_CLASSES}, got {classes}")
     if per_class < 1:
         raise ValueError(f"per_class must be at least 1, got {per_class}")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty (use overwrite / --force)")
-        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty (use overwrite / --force)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -231,8 +230,8 @@ def generate_sample(
                 for i in range(count):
                     rng = np.random.default_rng([seed, split_index, c, i])
                     _save(render(c, rng), folder / f"{name}_{i + 1:05d}", rng)
-        if out.exists():
-            out.rmdir()  # empty, checked above
+        if out.exists():  # only now: a failure above leaves the old data in place
+            shutil.rmtree(out)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

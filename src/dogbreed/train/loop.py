@@ -48,6 +48,10 @@ class TrainingStopped(Exception):
     """SIGTERM arrived; a checkpoint was written and a restart resumes from it."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the weights are garbage, no model is written."""
+
+
 class _StopFlag:
     """Set by SIGTERM; the loop polls it after each step (never interrupts a step midway)."""
 
@@ -153,7 +157,7 @@ def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def _validate(cfg: TrainConfig) -> None:
-    for name in ("epochs", "batch_size", "image_size"):
+    for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"hyperparameter {name!r} must be at least 1")
     if cfg.image_size < 32:
@@ -194,9 +198,7 @@ def evaluate(
         confusion += torch.bincount(pairs, minlength=num_classes * num_classes).double()
     totals = distributed.all_reduce_sum(torch.cat([loss_sum.view(1), confusion]), info)
     matrix = totals[1:].view(num_classes, num_classes)
-    count = matrix.sum().item()
-    if count == 0:
-        return math.nan, math.nan, matrix.long()
+    count = matrix.sum().item()  # > 0: build_datasets refuses an empty split
     return totals[0].item() / count, matrix.diag().sum().item() / count, matrix.long()
 
 
@@ -320,6 +322,10 @@ def _train(
         "bad_epochs": 0,
         "history": [],
         "done": False,
+        # The interrupted epoch's train totals so far (all ranks: loss sum, correct, count)
+        # and rank 0's seconds, so that the resumed epoch's train_* cover the whole epoch.
+        "partial": [0.0, 0.0, 0.0],
+        "partial_seconds": 0.0,
     }
     # Only rank 0 writes checkpoints, so only its disk is sure to hold one: every rank resumes
     # from rank 0's copy (same weights, optimizer state and position, or DDP would diverge).
@@ -327,18 +333,30 @@ def _train(
         checkpoint.load_checkpoint(paths.checkpoint_dir) if info.is_main() else None, info
     )
     if saved is not None:
-        _check_compatible(saved, cfg, classes, paths)
+        _check_compatible(saved, cfg, classes, paths, info.world_size)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
-        checkpoint.set_rng_state(saved["rng"][info.rank % len(saved["rng"])])
+        checkpoint.set_rng_state(saved["rng"][0])  # rank 0's: an exact resume on one process
+        if info.rank != 0:  # the other ranks must not draw the same augmentations as rank 0
+            checkpoint.seed_everything(cfg.seed + info.rank + 7919 * state["epoch"])
         # No `epoch=` here: that would be scraped as the epoch metric.
         reporting.emit(f"resuming from checkpoint: epoch {state['epoch']} step {state['step']}")
 
-    def save(position_epoch: int, position_step: int) -> None:
-        state.update(epoch=position_epoch, step=position_step)
-        rngs = [checkpoint.rng_state()]  # rank 0's RNG; other ranks reseed from it
+    def save(
+        position_epoch: int,
+        position_step: int,
+        partial: list[float] | None = None,
+        partial_seconds: float = 0.0,
+    ) -> None:
+        state.update(
+            epoch=position_epoch,
+            step=position_step,
+            partial=partial or [0.0, 0.0, 0.0],
+            partial_seconds=partial_seconds,
+        )
+        rngs = [checkpoint.rng_state()]  # rank 0's RNG; the other ranks reseed on resume
         if info.is_main():
             checkpoint.save_checkpoint(
                 paths.checkpoint_dir,
@@ -350,6 +368,7 @@ def _train(
                     "rng": rngs,
                     "config": asdict(cfg),
                     "classes": classes,
+                    "world_size": info.world_size,
                 },
             )
         distributed.barrier(info)
@@ -360,7 +379,10 @@ def _train(
         skip = state["step"]  # > 0 only in the epoch a SIGTERM interrupted
         train_sampler.set_epoch(epoch, skip)
         ddp_model.train()
-        sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+        sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count (this rank)
+        # All ranks' totals from before a SIGTERM in this epoch (zeros otherwise).
+        carried = torch.tensor(state.get("partial", [0.0, 0.0, 0.0]), dtype=torch.float64)
+        carried_seconds = float(state.get("partial_seconds", 0.0))
         start = time.perf_counter()
         step = skip
         for images, labels in train_loader:
@@ -379,17 +401,25 @@ def _train(
                 dtype=torch.float64,
             )
             if distributed.any_true(stop.requested, info):
-                save(epoch, step)
+                so_far = distributed.all_reduce_sum(sums, info)  # collective: every rank is here
+                save(
+                    epoch,
+                    step,
+                    [float(x) for x in (so_far + carried).tolist()],
+                    carried_seconds + time.perf_counter() - start,
+                )
                 raise TrainingStopped(
                     f"stopped by SIGTERM at epoch {epoch} step {step}/{steps_per_epoch}; "
                     f"checkpoint written to {paths.checkpoint_dir}: rerun to resume"
                 )
-        elapsed = time.perf_counter() - start
+        elapsed = carried_seconds + time.perf_counter() - start
         if info.enabled:  # this rank's share; the shares add up to one pass over the split
             # No `epoch=` here: SageMaker's MetricDefinitions would scrape it as the epoch.
             reporting.emit(f"rank={info.rank} train_samples={int(sums[2].item())} in epoch {epoch}")
-        totals = distributed.all_reduce_sum(sums, info)
-        count = max(totals[2].item(), 1)
+        totals = distributed.all_reduce_sum(sums, info) + carried
+        count = totals[2].item()
+        if count == 0:  # cannot happen: steps_per_epoch > 0 and an interrupted epoch carries
+            raise RuntimeError(f"epoch {epoch} trained no images")
         # The plain module: DDP's forward would sync buffers, and ranks may differ in batches.
         valid_loss, valid_acc, _ = evaluate(model, valid_loader, num_classes, device, cfg, info)
         metrics = {
@@ -398,8 +428,9 @@ def _train(
             "valid_loss": valid_loss,
             "valid_acc": valid_acc,
             "lr": scheduler.get_last_lr()[0],
-            "images_per_sec": totals[2].item() / elapsed,
+            "images_per_sec": count / max(elapsed, 1e-9),
         }
+        check_finite(epoch, metrics)
         if info.is_main():
             reporting.emit(reporting.epoch_line(epoch, metrics))
         state["history"].append({"epoch": epoch, **metrics})
@@ -411,7 +442,8 @@ def _train(
         else:
             state["bad_epochs"] += 1
         if state["bad_epochs"] >= cfg.patience:
-            reporting.emit(f"early stopping: no better valid_loss for {cfg.patience} epochs")
+            if info.is_main():
+                reporting.emit(f"early stopping: no better valid_loss for {cfg.patience} epochs")
             state["done"] = True
         if report is not None:
             report(epoch, metrics)
@@ -437,16 +469,33 @@ def _data_fingerprint(
     return digest.hexdigest()
 
 
+def check_finite(epoch: int, metrics: dict[str, float]) -> None:
+    """Raise TrainingDiverged when the epoch's train or valid loss is NaN or infinite."""
+    for name in ("train_loss", "valid_loss"):
+        if not math.isfinite(metrics[name]):
+            raise TrainingDiverged(
+                f"training diverged: {name} is {metrics[name]} at epoch {epoch}; "
+                "lower learning_rate"
+            )
+
+
 def _check_compatible(
-    saved: dict[str, Any], cfg: TrainConfig, classes: list[str], paths: JobPaths
+    saved: dict[str, Any],
+    cfg: TrainConfig,
+    classes: list[str],
+    paths: JobPaths,
+    world_size: int,
 ) -> None:
-    """Refuse a checkpoint from another job: resuming it would silently train something else."""
-    old = saved.get("config", {})
-    for key in ("backbone", "image_size", "batch_size"):
-        if old.get(key) != getattr(cfg, key):
+    """Refuse a checkpoint from another job: resuming it would silently train something else
+    (or crash: another optimizer or freeze has other optimizer state; another world size
+    another number of steps per epoch, so another position and LR schedule)."""
+    old = {**saved.get("config", {}), "world_size": saved.get("world_size")}
+    new = {**asdict(cfg), "world_size": world_size}
+    for key in ("backbone", "image_size", "batch_size", "optimizer", "freeze", "world_size"):
+        if old.get(key) != new[key]:
             raise ConfigError(
                 f"checkpoint in {paths.checkpoint_dir} is from a run with {key}={old.get(key)!r}, "
-                f"this run has {getattr(cfg, key)!r}: use another --checkpoint-dir or remove it"
+                f"this run has {new[key]!r}: use another --checkpoint-dir or remove it"
             )
     if saved.get("classes") != classes:
         raise ConfigError(f"checkpoint in {paths.checkpoint_dir} was trained on other classes")
