@@ -7,11 +7,13 @@ import base64
 import io
 import json
 import os
+import socket
 import struct
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -73,6 +75,12 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     struct.pack_into(">II", data, 16, width, height)  # IHDR data starts at byte 16
     struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
     return bytes(data)
+
+
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 60, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def test_ping_is_healthy_json(model_server: str) -> None:
@@ -167,6 +175,8 @@ def test_every_content_type_and_option(model_server: str, sample_data: Path) -> 
         ("not an image", b"hello, this is text" * 20, "image/jpeg", {}, 400, "invalid_image"),
         ("truncated jpeg", jpeg()[:2000], "image/jpeg", {}, 400, "invalid_image"),
         ("image bomb", bomb_png(), "image/png", {}, 400, "invalid_image"),
+        # The test model resizes to 73 px: 1x10000 would become 73x730000 (53 Mpx > 50 Mpx).
+        ("extreme aspect ratio", png(1, 10_000), "image/png", {}, 400, "invalid_image"),
         ("over 6 MB", os.urandom(6 * 1024 * 1024 + 100), "image/jpeg", {}, 413, None),
         ("unsupported type", b"a,b\n1,2\n", "text/csv", {}, 415, "unsupported_media_type"),
         ("malformed json", b'{"image": ', JSON, {}, 400, "bad_request"),
@@ -215,6 +225,80 @@ def test_wrong_method_and_path(model_server: str) -> None:
     response = requests.post(f"{model_server}/models", data=b"x", timeout=5)
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+def test_other_methods_get_a_json_405(model_server: str) -> None:
+    for method in ("PUT", "DELETE", "PATCH"):
+        response = requests.request(method, f"{model_server}/invocations", data=jpeg(), timeout=5)
+        assert response.status_code == 405, method
+        assert response.headers["Content-Type"] == "application/json"
+        document = response.json()
+        assert set(document) == {"error", "message"}, document
+        assert document["error"] == "method_not_allowed"
+    head = requests.head(f"{model_server}/invocations", timeout=5)
+    assert 400 <= head.status_code < 600 and not head.content
+    assert head.headers["Content-Type"] == "application/json"
+
+
+def raw_request(base_url: str, request: bytes) -> bytes:
+    """Send `request` on a new connection; everything the server sends until it closes."""
+    address = urlsplit(base_url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+def test_negative_chunk_size_is_a_quick_json_400(model_server: str) -> None:
+    request = (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n-1\r\n" + b"x" * 1000
+    )
+    start = time.perf_counter()
+    status, headers, body = split_response(raw_request(model_server, request))
+    assert time.perf_counter() - start < 5
+    assert status == 400
+    assert headers["connection"] == "close"
+    assert set(json.loads(body)) == {"error", "message"}
+    good = post(model_server, jpeg(), "image/jpeg")
+    assert good.status_code == 200 and good.json()["top_k"]
+
+
+def test_malformed_request_line_is_a_json_error(model_server: str) -> None:
+    too_many_headers = b"".join(b"X-%d: y\r\n" % i for i in range(150))
+    request = b"GET /ping HTTP/1.1\r\nHost: x\r\n" + too_many_headers + b"\r\n"
+    status, headers, body = split_response(raw_request(model_server, request))
+    assert status == 431
+    assert headers["content-type"] == "application/json"
+    assert set(json.loads(body)) == {"error", "message"}
+
+
+def test_chunked_body_to_an_unknown_route_closes_the_connection(model_server: str) -> None:
+    """Its body is not drained, so the connection must not be reused: the chunk would be read
+    as the next request."""
+    request = (
+        b"POST /other HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
+        b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    raw = raw_request(model_server, request)
+    status, headers, body = split_response(raw)
+    assert status == 404
+    assert headers["connection"] == "close"
+    assert json.loads(body)["error"] == "not_found"
+    assert raw.count(b"HTTP/1.1 ") == 1  # nothing answered the chunk or the pipelined /ping
 
 
 def test_concurrent_requests_share_forward_passes(trained_model_dir: Path) -> None:

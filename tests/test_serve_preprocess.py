@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from dogbreed.data.images import is_image_file, open_rgb
 from dogbreed.data.transforms import eval_transform
 from dogbreed.model.artifact import ModelMetadata, eval_resize_size, read_metadata
 from dogbreed.serve.errors import InvalidImage
+from dogbreed.serve.predictor import Predictor
 from dogbreed.serve.preprocess import Preprocessor
 
 
@@ -81,6 +83,34 @@ def test_bad_bytes_raise_invalid_image() -> None:
     meta = ModelMetadata("resnet18", 5, 64, eval_resize_size(64))
     with pytest.raises(InvalidImage):
         Preprocessor(meta)(b"definitely not an image")
+
+
+def test_extreme_aspect_ratio_is_refused_before_resizing() -> None:
+    """An 88-byte 1x800 PNG would resize to 256x204800 (~208 MB): refused as InvalidImage."""
+    meta = ModelMetadata("resnet18", 5, 224, eval_resize_size(224))
+    sliver = encode(Image.new("RGB", (1, 800), (10, 20, 30)), "PNG")
+    with pytest.raises(InvalidImage, match="aspect ratio too extreme"):
+        Preprocessor(meta)(sliver)
+    with pytest.raises(InvalidImage, match="aspect ratio too extreme"):
+        Preprocessor(meta, max_pixels=10_000_000)(encode(Image.new("RGB", (200, 1), 0), "PNG"))
+    # A merely long image (a 4:1 panorama) is still served.
+    wide = Preprocessor(meta)(encode(photo(1600, 400), "JPEG"))
+    assert wide.shape == (3, 224, 224)
+
+
+def test_an_unexpected_decode_error_fails_only_its_image() -> None:
+    def decode(data: bytes) -> np.ndarray:
+        if data == b"bad":
+            raise MemoryError("out of memory resizing")
+        return np.zeros((4, 4, 3), np.uint8)
+
+    predictor = Predictor.__new__(Predictor)  # decode_all needs only these two attributes
+    predictor.preprocessor = types.SimpleNamespace(decode=decode)  # type: ignore[assignment]
+    predictor._pool = None
+    good, bad = predictor.decode_all([b"good", b"bad"])
+    assert isinstance(good, np.ndarray)
+    assert isinstance(bad, InvalidImage) and bad.status == 400
+    assert "MemoryError" in bad.message
 
 
 def test_serving_runs_without_torch(trained_model_dir: Path) -> None:

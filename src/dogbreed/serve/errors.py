@@ -27,11 +27,6 @@ class InvalidImage(ServeError):
     code = "invalid_image"
 
 
-class ImageTooLarge(ServeError):
-    status = 413
-    code = "image_too_large"
-
-
 class PayloadTooLarge(ServeError):
     status = 413
     code = "payload_too_large"

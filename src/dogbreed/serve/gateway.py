@@ -15,6 +15,7 @@ import json
 import logging
 import socket
 import threading
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from dogbreed.serve.errors import PayloadTooLarge, ServeError, error_body
@@ -30,6 +31,13 @@ RETURNED_PREFIX = "x-dogbreed-"  # response headers passed back to the client
 # beyond it the connection is closed instead.
 DRAIN_FACTOR = 4
 _READ_CHUNK = 1 << 16
+# Errors from a kept-alive loopback connection that MMS closed meanwhile: safe to retry once.
+# Never a timeout: the request may be running, and a retry would run it twice.
+_STALE_CONNECTION_ERRORS = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    BrokenPipeError,
+)
 
 
 class Health:
@@ -102,6 +110,36 @@ class GatewayHandler(BaseHTTPRequestHandler):
         else:
             self._reply(404, error_body("not_found", f"no route {self.path}"))
 
+    def do_PUT(self) -> None:
+        self._method_not_allowed()
+
+    def do_DELETE(self) -> None:
+        self._method_not_allowed()
+
+    def do_PATCH(self) -> None:
+        self._method_not_allowed()
+
+    def _method_not_allowed(self) -> None:
+        routes = {"/invocations": "POST", "/ping": "GET"}
+        allowed = routes.get(self.path)
+        if allowed is None:
+            body = error_body("not_found", f"no route {self.command} {self.path}")
+            self._drain_and_reply(404, body)
+        else:
+            body = error_body("method_not_allowed", f"use {allowed} {self.path}")
+            self._drain_and_reply(405, body, [("Allow", allowed)])
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """BaseHTTPRequestHandler's own errors (malformed request, unknown method) as JSON."""
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        try:
+            status = HTTPStatus(code)
+            name, phrase = status.name.lower(), status.phrase
+        except ValueError:
+            name, phrase = "error", ""
+        self._reply(code, error_body(name, message or phrase or str(code)))
+
     def do_POST(self) -> None:
         if self.path != "/invocations":
             self._drain_and_reply(404, error_body("not_found", f"no route POST {self.path}"))
@@ -149,8 +187,10 @@ class GatewayHandler(BaseHTTPRequestHandler):
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
+                size = -1
+            if size < 0:  # not hex, or negative ("-1" parses): rfile.read(-1) has no limit
                 self.close_connection = True
-                raise ServeError("malformed chunked body") from None
+                raise ServeError("malformed chunked body")
             if size == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
@@ -159,7 +199,11 @@ class GatewayHandler(BaseHTTPRequestHandler):
             if total > limit:
                 self.close_connection = True  # the rest is never read: drop the connection
                 raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-            parts.append(self.rfile.read(size))
+            part = self.rfile.read(size)
+            if len(part) != size:
+                self.close_connection = True
+                raise ServeError("malformed chunked body: the connection ended inside a chunk")
+            parts.append(part)
             self.rfile.readline(1024)
 
     def _discard(self, length: int) -> None:
@@ -172,12 +216,18 @@ class GatewayHandler(BaseHTTPRequestHandler):
                 break
             length -= len(chunk)
 
-    def _drain_and_reply(self, status: int, body: str) -> None:
-        try:
-            self._discard(int(self.headers.get("Content-Length") or 0))
-        except ValueError:
+    def _drain_and_reply(
+        self, status: int, body: str, extra: list[tuple[str, str]] | None = None
+    ) -> None:
+        if self.headers.get("Transfer-Encoding"):
+            # Not drained: a chunked body left unread would be parsed as the next request.
             self.close_connection = True
-        self._reply(status, body)
+        else:
+            try:
+                self._discard(int(self.headers.get("Content-Length") or 0))
+            except ValueError:
+                self.close_connection = True
+        self._reply(status, body, extra)
 
     def _forward(
         self, body: bytes, headers: dict[str, str]
@@ -200,11 +250,11 @@ class GatewayHandler(BaseHTTPRequestHandler):
                     if k.lower().startswith(RETURNED_PREFIX)
                 ]
                 return response.status, extra, payload
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 self._local.conn = None
                 # A kept-alive connection MMS closed meanwhile: retry once on a new one.
-                if fresh or attempt == 2:
+                if fresh or attempt == 2 or not isinstance(exc, _STALE_CONNECTION_ERRORS):
                     raise
         raise AssertionError("unreachable")
 
@@ -221,7 +271,8 @@ class GatewayHandler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)

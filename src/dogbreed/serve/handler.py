@@ -107,12 +107,13 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[str] | None:
     except Exception:  # the model itself failed: every request of the batch gets a 500
         log.exception("inference failed for a batch of %d request(s)", len(data))
         answers = [(500, error_body("internal_error", "inference failed"))] * len(data)
-    bodies = []
+    bodies, phrases = [], []
     for idx, (status, body) in enumerate(answers):
+        phrase = HTTPStatus(status).phrase
         # No content type or headers here: the gateway sets Content-Type (see mms_safe_bodies).
-        context.set_response_status(status, HTTPStatus(status).phrase, idx)
+        context.set_response_status(status, phrase, idx)
         bodies.append(body)
-    phrases = [HTTPStatus(status).phrase for status, _ in answers]
+        phrases.append(phrase)
     request_ids = [context.get_request_id(idx) or "" for idx in range(len(data))]
     return mms_safe_bodies(bodies, phrases, request_ids)
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from dogbreed.model.artifact import ArtifactError, read_classes, read_metadata
 from dogbreed.serve.backends import load_backend
-from dogbreed.serve.errors import ServeError
+from dogbreed.serve.errors import InvalidImage, ServeError
 from dogbreed.serve.preprocess import Preprocessor
 from dogbreed.serve.settings import ServeSettings
 
@@ -57,6 +57,9 @@ class Predictor:
                 return self.preprocessor.decode(data)
             except ServeError as exc:
                 return exc
+            except Exception as exc:  # anything else: one bad image must not fail the batch
+                log.warning("unexpected error decoding an image", exc_info=True)
+                return InvalidImage(f"cannot process the image: {type(exc).__name__}: {exc}")
 
         if self._pool is None or len(images) < 2:
             return [decode(d) for d in images]

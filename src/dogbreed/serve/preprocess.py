@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dogbreed.data.images import ImageError, open_rgb, resize_center_crop
+from dogbreed.data.images import DEFAULT_MAX_PIXELS, ImageError, open_rgb, resize_center_crop
 from dogbreed.model.artifact import ModelMetadata
 from dogbreed.serve.errors import InvalidImage
 
@@ -33,6 +33,16 @@ class Preprocessor:
             image = open_rgb(data, draft_size=self.resize_size, max_pixels=self.max_pixels)
         except ImageError as exc:
             raise InvalidImage(str(exc)) from None
+        # A tiny image with an extreme aspect ratio (1x800) passes the declared-size check but
+        # resizes to a huge one (256x204800): refuse it before resizing.
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        limit = self.max_pixels or DEFAULT_MAX_PIXELS
+        if short < 1 or self.resize_size * int(self.resize_size * long / short) > limit:
+            raise InvalidImage(
+                f"aspect ratio too extreme: a {width}x{height} image resized to "
+                f"{self.resize_size} px on its shorter side exceeds {limit} pixels"
+            )
         return np.asarray(resize_center_crop(image, self.resize_size, self.image_size))
 
     def normalise(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

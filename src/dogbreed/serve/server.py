@@ -316,7 +316,13 @@ def check_in_subprocess(model_dir: Path, settings: ServeSettings) -> None:
     onnxruntime arena and no CUDA context while it supervises."""
     cmd = [sys.executable, "-m", "dogbreed", "serve", "--check", "--model", str(model_dir)]
     env = {**os.environ, **settings.to_env()}
-    code = subprocess.run(cmd, env=env, timeout=settings.startup_timeout_s).returncode
+    try:
+        code = subprocess.run(cmd, env=env, timeout=settings.startup_timeout_s).returncode
+    except subprocess.TimeoutExpired:
+        raise ServeFailure(
+            f"model {model_dir} load and warm-up check did not finish within "
+            f"{settings.startup_timeout_s} s (SAGEMAKER_STARTUP_TIMEOUT)"
+        ) from None
     if code != 0:
         raise ServeFailure(f"model {model_dir} failed its load and warm-up check (see above)")
 
