@@ -430,7 +430,6 @@ def _train(
             "lr": scheduler.get_last_lr()[0],
             "images_per_sec": count / max(elapsed, 1e-9),
         }
-        check_finite(epoch, metrics)
         if info.is_main():
             reporting.emit(reporting.epoch_line(epoch, metrics))
         state["history"].append({"epoch": epoch, **metrics})
@@ -447,6 +446,8 @@ def _train(
             state["done"] = True
         if report is not None:
             report(epoch, metrics)
+        # After `report`: the tuner prunes a non-finite trial itself (optuna.TrialPruned).
+        check_finite(epoch, metrics)
         epoch += 1
         save(epoch, 0)
         if distributed.any_true(stop.requested, info):  # SIGTERM during validation
