@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from loopback_http import LoopbackServer, QuietHandler
+from loopback_http import LoopbackServer, QuietHandler, serving
 from PIL import Image
 
 BREEDS = ["Affenpinscher", "Beagle", "Collie", "Dalmatian", "Entlebucher_mountain_dog"]
@@ -72,12 +72,5 @@ class _Handler(QuietHandler):
 
 @contextmanager
 def running_container(workers: int = 2, delay_s: float = 0.0) -> Iterator[FakeContainer]:
-    server = FakeContainer(workers, delay_s)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(FakeContainer(workers, delay_s)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -24,7 +24,6 @@ import http.client
 import importlib.util
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from urllib.parse import unquote, urlsplit
 
-from loopback_http import LoopbackServer, QuietHandler
+from loopback_http import LoopbackServer, QuietHandler, serving
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -139,12 +138,5 @@ class _Handler(QuietHandler):
 
 @contextmanager
 def running_standin(endpoint_name: str, model_url: str) -> Iterator[RuntimeStandIn]:
-    server = RuntimeStandIn(endpoint_name, model_url)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(RuntimeStandIn(endpoint_name, model_url)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -17,7 +17,7 @@ import string
 import sys
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -402,21 +402,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> DeployOptions:
-    return DeployOptions(
-        function_name=args.function_name,
-        endpoint_name=args.endpoint_name,
-        alias=args.alias,
-        role_name=args.role_name,
-        runtime=args.runtime,
-        architecture=args.architecture,
-        memory=args.memory,
-        timeout=args.timeout,
-        endpoint_read_timeout=args.endpoint_read_timeout,
-        reserved_concurrency=args.reserved_concurrency,
-        provisioned_concurrency=args.provisioned_concurrency,
-        function_url=args.function_url,
-        cors_allow_origin=args.cors_allow_origin,
-    )
+    """Every DeployOptions field comes from the `deploy` flag of the same name."""
+    return DeployOptions(**{f.name: getattr(args, f.name) for f in fields(DeployOptions)})
 
 
 @aws_command
