@@ -207,13 +207,25 @@ def test_ctrl_c_keeps_the_study_and_prints_the_summary(tiny_data: Path, tmp_path
     out = tmp_path / "tuning"
     cmd = [sys.executable, "-m", "dogbreed", "tune", "--data", str(tiny_data),
            "--output-dir", str(out), "--n-trials", "5", *FIXED]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell that starts a job in the background without job control (a CI runner's `cmd &`)
+    # sets SIGINT to SIG_IGN; exec keeps an ignored signal ignored and Python then installs no
+    # KeyboardInterrupt handler, so the child would sleep through our Ctrl-C and finish all five
+    # trials (exit 0). A user's terminal gives the default action: give the child that.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 240
         # Interrupt in the middle of the first trial, after its first epoch line.
         for line in proc.stdout:
             if line.startswith("epoch=1 ") or time.monotonic() > deadline:
                 break
+        else:
+            pytest.fail("the tuner's stdout ended before its first epoch line")
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
