@@ -5,25 +5,34 @@
         requests.post(f"{base_url}/invocations", data=jpeg, headers={"Content-Type": "image/jpeg"})
 
 `model_server` (session scope) is the same, started once on the shared `trained_model_dir`;
-tests/conftest.py registers this module as a plugin so any test can ask for it.
+tests/conftest.py registers this module as a plugin so any test can ask for it. Also here:
+request bodies (`jpeg`, `png`, `bomb_png`), raw-socket requests (`connect`, `raw_request`,
+`split_response`) and the server's processes (`server_processes`, `role`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
 
+import psutil
 import pytest
+from PIL import Image
 
 # JVM + MMS + a worker on two busy shared cores: generous, but bounded.
 STARTUP_TIMEOUT_S = 240
@@ -53,6 +62,77 @@ def ping(base_url: str, timeout: float = 2.0) -> int:
         return 0
 
 
+def jpeg(
+    size: tuple[int, int] = (500, 375), colour: tuple[int, int, int] = (180, 120, 60)
+) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header declares width x height pixels (10 gigapixels by default)."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    struct.pack_into(">II", data, 16, width, height)  # IHDR data starts at byte 16
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 60, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def server_processes(url: str) -> list[psutil.Process]:
+    """The processes behind the server listening at `url`: the supervisor (which runs the
+    gateway), MMS's launcher, the Java frontend and the workers."""
+    port = int(url.rsplit(":", 1)[1])
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "serve" in cmdline and str(port) in cmdline:
+            return [proc, *proc.children(recursive=True)]
+    raise AssertionError(f"no dogbreed serve process for {url}")
+
+
+def role(proc: psutil.Process) -> str:
+    """What a process of `server_processes` is: supervisor, launcher, java or worker."""
+    cmdline = " ".join(proc.cmdline())
+    if proc.name() == "java":
+        return "java"
+    if "model_service_worker" in cmdline:
+        return "worker"
+    return "launcher" if "mms.model_server" in cmdline else "supervisor"
+
+
+def raw_request(base_url: str, request: bytes) -> bytes:
+    """Send `request` on a new connection; everything the server sends until it closes."""
+    with connect(base_url) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+def connect(base_url: str, timeout: float = 10) -> socket.socket:
+    """A raw TCP connection to the server at `base_url`, for requests no client library sends."""
+    address = urlsplit(base_url)
+    return socket.create_connection((address.hostname, address.port), timeout=timeout)
+
+
 def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
@@ -64,10 +144,12 @@ def running_server(
     *,
     args: tuple[str, ...] = (),
     startup_timeout: float = STARTUP_TIMEOUT_S,
+    log_path: Path | None = None,
 ) -> Iterator[str]:
     """Start `dogbreed serve` on 127.0.0.1:<free port>, yield its base URL once /ping is 200,
     stop it with SIGTERM (as SageMaker does) afterwards. Raises ServerFailed with the log tail
-    when the server exits or is not healthy in time."""
+    when the server exits or is not healthy in time. The log goes to `log_path` when given
+    (kept), else to a temporary file."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     full_env = {**os.environ, **TEST_ENV, **(env or {})}
@@ -84,7 +166,7 @@ def running_server(
         str(port),
         *args,
     ]
-    with tempfile.NamedTemporaryFile("w+b", prefix="dogbreed-serve-", suffix=".log") as log:
+    with _log_file(log_path) as log:
         log_path = Path(log.name)
         process = subprocess.Popen(
             cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -103,6 +185,12 @@ def running_server(
         finally:
             stop(process)
             sys.stderr.write(f"--- dogbreed serve log tail ---\n{_tail(log_path, 15)}\n")
+
+
+def _log_file(path: Path | None) -> contextlib.AbstractContextManager[IO[bytes]]:
+    if path is None:
+        return tempfile.NamedTemporaryFile("w+b", prefix="dogbreed-serve-", suffix=".log")
+    return path.open("wb")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

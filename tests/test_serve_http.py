@@ -7,19 +7,15 @@ import base64
 import io
 import json
 import os
-import socket
-import struct
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
-from serving import running_server
+from serving import bomb_png, jpeg, png, raw_request, running_server, split_response
 
 from dogbreed.data.images import is_image_file
 from dogbreed.model import artifact
@@ -37,14 +33,6 @@ def post(url: str, data: bytes, content_type: str | None, **headers: str) -> req
 def sample_test_images(sample_data: Path, n: int = 6) -> list[Path]:
     files = sorted(p for p in (sample_data / "test").rglob("*") if is_image_file(p))
     return files[:: max(1, len(files) // n)][:n]
-
-
-def jpeg(
-    size: tuple[int, int] = (500, 375), colour: tuple[int, int, int] = (180, 120, 60)
-) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def reference_probabilities(model_dir: Path, images: list[bytes]) -> np.ndarray:
@@ -65,22 +53,6 @@ def reference_probabilities(model_dir: Path, images: list[bytes]) -> np.ndarray:
     batch = torch.stack([transform(open_rgb(data, meta.resize_size)) for data in images])
     with torch.no_grad():
         return torch.softmax(model(batch), dim=1).numpy()
-
-
-def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
-    """A tiny PNG whose header declares width x height pixels (10 gigapixels by default)."""
-    buffer = io.BytesIO()
-    Image.new("L", (1, 1)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    struct.pack_into(">II", data, 16, width, height)  # IHDR data starts at byte 16
-    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
-
-
-def png(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (90, 60, 30)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def test_ping_is_healthy_json(model_server: str) -> None:
@@ -238,27 +210,6 @@ def test_other_methods_get_a_json_405(model_server: str) -> None:
     head = requests.head(f"{model_server}/invocations", timeout=5)
     assert 400 <= head.status_code < 600 and not head.content
     assert head.headers["Content-Type"] == "application/json"
-
-
-def raw_request(base_url: str, request: bytes) -> bytes:
-    """Send `request` on a new connection; everything the server sends until it closes."""
-    address = urlsplit(base_url)
-    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
-        sock.sendall(request)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    return received
-
-
-def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), headers, body
 
 
 def test_negative_chunk_size_is_a_quick_json_400(model_server: str) -> None:

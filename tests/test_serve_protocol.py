@@ -67,3 +67,25 @@ def test_json_field_beats_the_header_and_limits_apply() -> None:
     for bad in ({"image": "eA==", "top_k": 2.5}, {"image": "eA==", "top_k": True}, {"x": 1}, []):
         with pytest.raises(BadRequest):
             parse(json.dumps(bad).encode())
+
+
+def test_json_nesting_and_size_are_bounded_before_parsing() -> None:
+    """Deep or wide JSON is refused by a linear count (json.loads would recurse once per
+    bracket, or build a million objects); huge numbers and values are 400s, never echoed."""
+
+    def parse(body: bytes) -> ParsedRequest:
+        limits = {**LIMITS, "max_bytes": 10_000_000}
+        return parse_request(body, {"content-type": "application/json"}, **limits)
+
+    for body in (b"[" * 50_000 + b"]" * 50_000, b"[" + b"0," * 100_000 + b"0]"):
+        with pytest.raises(BadRequest, match="brackets"):
+            parse(body)
+    image = base64.b64encode(b"x").decode()
+    data_urls = [f"data:image/jpeg;base64,{image}"] * 3  # a comma each: still accepted
+    assert len(parse(json.dumps({"instances": data_urls}).encode()).images) == 3
+    for bad in (b'{"image": "eA==", "top_k": 1e999}', b'{"top_k": ' + b"9" * 5000 + b"}"):
+        with pytest.raises(BadRequest):
+            parse(bad)
+    with pytest.raises(BadRequest) as caught:
+        parse(json.dumps({"image": "eA==", "top_k": "9" * 100_000}).encode())
+    assert len(caught.value.message) < 200

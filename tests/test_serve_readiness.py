@@ -12,10 +12,9 @@ import tarfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
-from serving import TEST_ENV, free_port, ping, running_server, stop
+from serving import TEST_ENV, free_port, ping, role, running_server, server_processes, stop
 
 from dogbreed.model import artifact
 
@@ -111,16 +110,6 @@ def test_serves_a_model_tarball_from_sagemaker_base_dir_on_bind_to_port(
     assert process.returncode == 0  # SIGTERM is a clean stop
 
 
-def _server_tree(url: str) -> list[psutil.Process]:
-    """The processes behind the server listening at `url` (supervisor, Java, workers)."""
-    port = int(url.rsplit(":", 1)[1])
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if "serve" in cmdline and str(port) in cmdline:
-            return [proc, *proc.children(recursive=True)]
-    raise AssertionError(f"no dogbreed serve process for {url}")
-
-
 def test_ping_turns_503_when_no_worker_can_serve(trained_model_dir: Path, tmp_path: Path) -> None:
     """The model files vanish while serving and the worker dies: MMS cannot restart it and
     says "Unhealthy" with HTTP 200; our /ping must say 503."""
@@ -129,7 +118,7 @@ def test_ping_turns_503_when_no_worker_can_serve(trained_model_dir: Path, tmp_pa
     with running_server(model) as url:
         assert ping(url) == 200
         (model / artifact.ONNX_FILE).unlink()
-        workers = [p for p in _server_tree(url) if "model_service_worker" in " ".join(p.cmdline())]
+        workers = [p for p in server_processes(url) if role(p) == "worker"]
         assert workers
         for worker in workers:
             worker.send_signal(signal.SIGKILL)
@@ -143,7 +132,7 @@ def test_ping_turns_503_when_no_worker_can_serve(trained_model_dir: Path, tmp_pa
 
 def test_serve_exits_non_zero_when_the_model_server_dies(trained_model_dir: Path) -> None:
     with running_server(trained_model_dir) as url:
-        tree = _server_tree(url)
+        tree = server_processes(url)
         supervisor = tree[0]
         java = next(p for p in tree if p.name() == "java")
         java.send_signal(signal.SIGKILL)

@@ -42,5 +42,14 @@ class NotAcceptable(ServeError):
     code = "not_acceptable"
 
 
-def error_body(code: str, message: str) -> str:
-    return json.dumps({"error": code, "message": message})
+def error_body(code: str, message: str, request_id: str | None = None) -> str:
+    document = {"error": code, "message": message}
+    if request_id is not None:
+        document["request_id"] = request_id
+    return json.dumps(document)
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """repr() of a client's value for a message, cut short: a 6 MB string is not echoed."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

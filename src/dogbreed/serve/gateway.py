@@ -1,36 +1,58 @@
-"""The public HTTP front: an honest /ping and a thin /invocations pass-through to MMS.
+"""The public HTTP front: an honest /ping and a bounded /invocations pass-through to MMS.
 
 Why a front at all: MMS answers /ping with HTTP 200 even when no worker can serve (the body
 says "Unhealthy"), and answers "Healthy" before any model is registered. SageMaker only looks
-at the status code. So MMS listens on loopback only, and this small threaded server owns the
-public port: /ping is 200 only while the supervisor's monitor has seen MMS report its workers
-up; /invocations is forwarded over a kept-alive loopback connection. It also enforces the body
-size limit early and turns MMS's own error bodies into our `{"error", "message"}` shape.
+at the status code. So MMS listens on loopback only, and this server owns the public port:
+/ping is 200 only while the supervisor's monitor has seen MMS report its workers up;
+/invocations is forwarded to MMS over kept-alive loopback connections, and MMS's own error
+texts are replaced by ours.
+
+Why asyncio: a client that sends its request slowly (or never finishes it) must not hold a
+thread. One event loop reads every connection, with a deadline per request and an idle
+time-out between requests; only complete requests reach the fixed pool of forwarding threads.
+What clients can make the front hold is bounded (`Limits`): open connections, requests at
+MMS, request-body bytes in memory. Past a bound the answer is a fast 503 with Retry-After.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import json
 import logging
+import resource
 import socket
 import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from dogbreed.serve.errors import PayloadTooLarge, ServeError, error_body
+from dogbreed.serve import http1
+from dogbreed.serve.errors import error_body
+from dogbreed.serve.http1 import Answer, HttpError, Request
+from dogbreed.serve.protocol import CONTENT_TYPE_HEADER, REQUEST_ID_HEADER
+from dogbreed.serve.settings import MB, ServeSettings
 
 log = logging.getLogger(__name__)
 
 MMS_PREDICT_PATH = "/predictions/model"
-# Request headers MMS and the handler need; everything else stays here.
-FORWARDED_HEADERS = ("content-type", "accept")
+# Request headers the handler needs; everything else stays here.
+FORWARDED_HEADERS = ("accept",)
 FORWARDED_PREFIX = "x-amzn-sagemaker-"
-RETURNED_PREFIX = "x-dogbreed-"  # response headers passed back to the client
+ROUTES = {"/invocations": "POST", "/ping": "GET"}
+KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
 # Bodies up to this multiple of the limit are read and dropped so the client sees the 413;
 # beyond it the connection is closed instead.
 DRAIN_FACTOR = 4
-_READ_CHUNK = 1 << 16
+RETRY_AFTER = (("Retry-After", "1"),)
+LISTEN_BACKLOG = 1024
+# After an answer that ends the connection, what the client still sends is read and dropped
+# for this long: closing with unread bytes sends a reset, which can destroy the answer.
+LINGER_S = 1.0
+SHUTDOWN_WAIT_S = 10.0
+FD_RESERVE = 64  # descriptors kept for MMS connections, logs and the supervisor
 # Errors from a kept-alive loopback connection that MMS closed meanwhile: safe to retry once.
 # Never a timeout: the request may be running, and a retry would run it twice.
 _STALE_CONNECTION_ERRORS = (
@@ -59,25 +81,161 @@ class Health:
             return self._ok, self._reason
 
 
-class Gateway(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # socketserver's default listen backlog is 5: a burst of new connections got resets.
-    request_queue_size = 256
+@dataclass(frozen=True)
+class Limits:
+    """What one client, or all of them together, can make the front hold."""
+
+    max_payload_bytes: int
+    response_timeout_s: float  # waiting for MMS's answer
+    max_connections: int = 1000
+    max_in_flight: int = 16  # requests at MMS at once = forwarding threads
+    max_buffered_bytes: int = 64 * MB  # request bodies held in memory, all connections
+    read_timeout_s: float = 20.0  # first byte of a request to its last
+    keepalive_timeout_s: float = 60.0  # idle time between two requests on a connection
+
+    @classmethod
+    def from_settings(cls, s: ServeSettings, response_timeout_s: float) -> Limits:
+        return cls(
+            max_payload_bytes=s.max_payload_bytes,
+            response_timeout_s=response_timeout_s,
+            max_connections=s.max_connections,
+            max_in_flight=s.in_flight,
+            max_buffered_bytes=int(s.max_buffered_mb * MB),
+            read_timeout_s=s.read_timeout_s,
+            keepalive_timeout_s=s.keepalive_timeout_s,
+        )
+
+
+def busy(message: str, code: str = "busy") -> HttpError:
+    return HttpError(503, code, message, headers=RETRY_AFTER)
+
+
+def connections_allowed(wanted: int) -> int:
+    """Raise the soft descriptor limit towards what `wanted` connections need; how many the
+    limit then allows (accept() failing with EMFILE would stall every new client)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new_soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+            soft = new_soft
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    allowed = max(1, soft - FD_RESERVE)
+    log.warning("descriptor limit %d: at most %d client connections", soft, allowed)
+    return allowed
+
+
+class Gateway:
+    """Binds at construction (a busy port fails fast); `serve_forever` runs the event loop in
+    the calling thread until `shutdown` is called from another."""
 
     def __init__(
-        self,
-        address: tuple[str, int],
-        backend_port: int,
-        health: Health,
-        max_payload_bytes: int,
-        response_timeout_s: float,
+        self, address: tuple[str, int], backend_port: int, health: Health, limits: Limits
     ) -> None:
         self.backend_port = backend_port
         self.health = health
-        self.max_payload_bytes = max_payload_bytes
-        self.response_timeout_s = response_timeout_s
-        super().__init__(address, GatewayHandler)
+        self.limits = limits
+        self.max_connections = connections_allowed(limits.max_connections + limits.max_in_flight)
+        self.max_connections = min(self.max_connections, limits.max_connections)
+        self._sock = socket.create_server(address, backlog=LISTEN_BACKLOG)
+        self.server_address: tuple[str, int] = self._sock.getsockname()[:2]
+        self._pool = ThreadPoolExecutor(limits.max_in_flight, "forward")
+        self._local = threading.local()  # one loopback connection to MMS per forwarding thread
+        self.connections: set[Connection] = set()
+        self.idle: set[Connection] = set()  # waiting for their next request: may be evicted
+        self.buffered = 0  # request-body bytes held; only the event loop touches it
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._closing = threading.Event()
+        self._finished = threading.Event()
+
+    def serve_forever(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        finally:
+            self._finished.set()
+
+    def shutdown(self) -> None:
+        self._closing.set()
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has ended already
+                loop.call_soon_threadsafe(stop.set)
+        self._finished.wait(SHUTDOWN_WAIT_S)
+
+    def server_close(self) -> None:
+        self._sock.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if self._closing.is_set():  # shutdown() came before the loop existed
+            return
+        server = await asyncio.start_server(
+            self._accept, sock=self._sock, limit=http1.MAX_HEAD_BYTES
+        )
+        async with server:
+            await self._stop.wait()
+            for conn in list(self.connections):
+                conn.abort()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(self, reader, writer)
+        if len(self.connections) >= self.max_connections and not self._evict_idle():
+            await conn.refuse(busy(f"more than {self.max_connections} open connections"))
+            conn.abort()
+            return
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        except asyncio.CancelledError:
+            # The loop is stopping. Python 3.11's stream callback calls task.exception() on
+            # this task, which raises (and logs a traceback) when the task ends cancelled.
+            pass
+        except Exception:  # a bug here must cost one connection, never the loop
+            log.exception("connection handler failed")
+        finally:
+            self.connections.discard(conn)
+            self.idle.discard(conn)
+            conn.abort()
+
+    def _evict_idle(self) -> bool:
+        """At the connection limit, an idle kept-alive connection makes room for a new one."""
+        if not self.idle:
+            return False
+        victim = self.idle.pop()
+        self.connections.discard(victim)
+        victim.abort()
+        return True
+
+    async def forward(self, body: bytearray, headers: dict[str, str]) -> tuple[int, bytes]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._forward, body, headers)
+
+    def _forward(self, body: bytearray, headers: dict[str, str]) -> tuple[int, bytes]:
+        """On a forwarding thread: POST to MMS over this thread's kept-alive connection."""
+        for attempt in (1, 2):
+            conn = getattr(self._local, "conn", None)
+            fresh = conn is None
+            if fresh:
+                conn = _NoDelayConnection(
+                    "127.0.0.1", self.backend_port, timeout=self.limits.response_timeout_s
+                )
+                self._local.conn = conn
+            try:
+                conn.request("POST", MMS_PREDICT_PATH, body=body, headers=headers)
+                response = conn.getresponse()
+                return response.status, response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                self._local.conn = None
+                # A kept-alive connection MMS closed meanwhile: retry once on a new one.
+                if fresh or attempt == 2 or not isinstance(exc, _STALE_CONNECTION_ERRORS):
+                    raise
+        raise AssertionError("unreachable")
 
 
 class _NoDelayConnection(http.client.HTTPConnection):
@@ -89,205 +247,213 @@ class _NoDelayConnection(http.client.HTTPConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class GatewayHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Same reason on the public side: headers and body are separate writes (see _reply).
-    disable_nagle_algorithm = True
-    server_version = "dogbreed"
-    timeout = 120  # idle keep-alive connections are closed after this many seconds
-    server: Gateway
-    _local = threading.local()  # one loopback connection to MMS per gateway thread
+class Connection:
+    """One client connection: its requests one after another (HTTP/1.1 keep-alive)."""
 
-    def do_GET(self) -> None:
-        if self.path == "/ping":
-            ok, reason = self.server.health.get()
-            if ok:
-                self._reply(200, json.dumps({"status": "Healthy"}))
-            else:
-                self._reply(503, error_body("unhealthy", reason))
-        elif self.path == "/invocations":
-            self._reply(405, error_body("method_not_allowed", "use POST /invocations"))
-        else:
-            self._reply(404, error_body("not_found", f"no route {self.path}"))
+    def __init__(
+        self, gateway: Gateway, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.gateway = gateway
+        self.limits = gateway.limits
+        self.reader = reader
+        self.writer = writer
+        self.held = 0  # this connection's share of gateway.buffered
 
-    def do_PUT(self) -> None:
-        self._method_not_allowed()
+    def abort(self) -> None:
+        self.writer.transport.abort()
 
-    def do_DELETE(self) -> None:
-        self._method_not_allowed()
-
-    def do_PATCH(self) -> None:
-        self._method_not_allowed()
-
-    def _method_not_allowed(self) -> None:
-        routes = {"/invocations": "POST", "/ping": "GET"}
-        allowed = routes.get(self.path)
-        if allowed is None:
-            body = error_body("not_found", f"no route {self.command} {self.path}")
-            self._drain_and_reply(404, body)
-        else:
-            body = error_body("method_not_allowed", f"use {allowed} {self.path}")
-            self._drain_and_reply(405, body, [("Allow", allowed)])
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """BaseHTTPRequestHandler's own errors (malformed request, unknown method) as JSON."""
-        self.log_error("code %d, message %s", code, message)
-        self.close_connection = True
-        try:
-            status = HTTPStatus(code)
-            name, phrase = status.name.lower(), status.phrase
-        except ValueError:
-            name, phrase = "error", ""
-        self._reply(code, error_body(name, message or phrase or str(code)))
-
-    def do_POST(self) -> None:
-        if self.path != "/invocations":
-            self._drain_and_reply(404, error_body("not_found", f"no route POST {self.path}"))
-            return
-        try:
-            body = self._read_body()
-        except ServeError as exc:
-            self._reply(exc.status, exc.to_json())
-            return
-        headers = {
-            k: v
-            for k, v in self.headers.items()
-            if k.lower() in FORWARDED_HEADERS or k.lower().startswith(FORWARDED_PREFIX)
-        }
-        try:
-            status, extra, payload = self._forward(body, headers)
-        except (OSError, http.client.HTTPException) as exc:
-            log.warning("model server unreachable: %s", exc)
-            self._reply(503, error_body("unavailable", "the model server is not reachable"))
-            return
-        if status >= 400:
-            payload = _normalise_error(status, payload)
-        # The handler pads bodies with spaces to dodge an MMS decoder bug (handler.py).
-        self._reply(status, payload.rstrip(b" "), extra)
-
-    def _read_body(self) -> bytes:
-        limit = self.server.max_payload_bytes
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked(limit)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self.close_connection = True
-            raise ServeError("invalid Content-Length header") from None
-        if length > limit:
-            self._discard(length)
-            raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}")
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _read_chunked(self, limit: int) -> bytes:
-        parts: list[bytes] = []
-        total = 0
+    async def run(self) -> None:
+        # A new connection must start its request within the read time-out; between
+        # requests the (longer) keep-alive time-out applies.
+        wait = self.limits.read_timeout_s
         while True:
-            line = self.rfile.readline(1024)
+            self.gateway.idle.add(self)
             try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                size = -1
-            if size < 0:  # not hex, or negative ("-1" parses): rfile.read(-1) has no limit
-                self.close_connection = True
-                raise ServeError("malformed chunked body")
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(parts)
-            total += size
-            if total > limit:
-                self.close_connection = True  # the rest is never read: drop the connection
-                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-            part = self.rfile.read(size)
-            if len(part) != size:
-                self.close_connection = True
-                raise ServeError("malformed chunked body: the connection ended inside a chunk")
-            parts.append(part)
-            self.rfile.readline(1024)
+                first = await asyncio.wait_for(self.reader.read(1), wait)
+            except (TimeoutError, ConnectionError):
+                return
+            finally:
+                self.gateway.idle.discard(self)
+            if not first:
+                return
+            try:
+                keep_alive = await self._exchange(first)
+            finally:
+                self.gateway.buffered -= self.held
+                self.held = 0
+            if not keep_alive:
+                return
+            wait = self.limits.keepalive_timeout_s
 
-    def _discard(self, length: int) -> None:
-        if length > DRAIN_FACTOR * self.server.max_payload_bytes:
-            self.close_connection = True
+    async def _exchange(self, first: bytes) -> bool:
+        """Read one request and answer it; whether the connection stays open."""
+        deadline = asyncio.get_running_loop().time() + self.limits.read_timeout_s
+        request: Request | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                request = await http1.read_head(self.reader, first)
+                if request is None:
+                    return True  # blank lines between two requests
+                await self._read_body(request)
+        except TimeoutError:
+            timeout = self.limits.read_timeout_s
+            message = f"the request did not arrive within {timeout:g} s"
+            await self.refuse(HttpError(408, "request_timeout", message))
+            return False
+        except HttpError as exc:
+            if exc.close or request is None or not request.keep_alive:
+                await self.refuse(exc, request)
+                return False
+            await self._send(*exc.answer(), request)
+            return True
+        except (http1.ClientGone, ConnectionError, asyncio.IncompleteReadError):
+            return False
+        return await self._dispatch(request)
+
+    async def _read_body(self, request: Request) -> None:
+        """Read the body into request.body, or drop it for any route but POST /invocations."""
+        keep = request.method == "POST" and request.path == "/invocations"
+        limit = self.limits.max_payload_bytes
+        if http1.is_chunked(request):
+            if not keep:  # not drained: the connection is closed instead
+                raise route_error(request, close=True)
+            self._continue(request)
+            await http1.read_chunked(self.reader, limit, self._keep(request))
             return
-        while length > 0:
-            chunk = self.rfile.read(min(length, _READ_CHUNK))
-            if not chunk:
-                break
-            length -= len(chunk)
+        length = http1.content_length(request)
+        if length > limit:
+            drain = length <= DRAIN_FACTOR * limit and "expect" not in request.headers
+            if drain:
+                await http1.read_exact(self.reader, length, None)
+            message = f"request body is {length} bytes; the limit is {limit}"
+            raise HttpError(413, "payload_too_large", message, close=not drain)
+        self._continue(request)
+        await http1.read_exact(self.reader, length, self._keep(request) if keep else None)
 
-    def _drain_and_reply(
-        self, status: int, body: str, extra: list[tuple[str, str]] | None = None
-    ) -> None:
-        if self.headers.get("Transfer-Encoding"):
-            # Not drained: a chunked body left unread would be parsed as the next request.
-            self.close_connection = True
+    def _continue(self, request: Request) -> None:
+        if request.headers.get("expect", "").lower() == "100-continue":
+            self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _keep(self, request: Request) -> Callable[[bytes], None]:
+        """A sink that appends to the body while the gateway's byte budget allows."""
+
+        def sink(chunk: bytes) -> None:
+            gateway = self.gateway
+            if gateway.buffered + len(chunk) > self.limits.max_buffered_bytes:
+                raise busy("the server holds too many request bytes; retry")
+            gateway.buffered += len(chunk)
+            self.held += len(chunk)
+            request.body += chunk
+
+        return sink
+
+    async def _dispatch(self, request: Request) -> bool:
+        if request.method == "POST" and request.path == "/invocations":
+            request_id = uuid.uuid4().hex
+            status, body, headers = await self._invoke(request, request_id)
+            headers = (*headers, (REQUEST_ID_HEADER, request_id))
+        elif request.method in ("GET", "HEAD") and request.path == "/ping":
+            ok, reason = self.gateway.health.get()
+            status = 200 if ok else 503
+            body = json.dumps({"status": "Healthy"}) if ok else error_body("unhealthy", reason)
+            headers = ()
         else:
-            try:
-                self._discard(int(self.headers.get("Content-Length") or 0))
-            except ValueError:
-                self.close_connection = True
-        self._reply(status, body, extra)
+            status, body, headers = route_error(request, close=False).answer()
+        if status == 501:
+            request.keep_alive = False
+        await self._send(status, body, headers, request)
+        return request.keep_alive
 
-    def _forward(
-        self, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        for attempt in (1, 2):
-            conn = getattr(self._local, "conn", None)
-            fresh = conn is None
-            if fresh:
-                conn = _NoDelayConnection(
-                    "127.0.0.1", self.server.backend_port, timeout=self.server.response_timeout_s
-                )
-                self._local.conn = conn
-            try:
-                conn.request("POST", MMS_PREDICT_PATH, body=body, headers=headers)
-                response = conn.getresponse()
-                payload = response.read()
-                extra = [
-                    (k, v)
-                    for k, v in response.getheaders()
-                    if k.lower().startswith(RETURNED_PREFIX)
-                ]
-                return response.status, extra, payload
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                self._local.conn = None
-                # A kept-alive connection MMS closed meanwhile: retry once on a new one.
-                if fresh or attempt == 2 or not isinstance(exc, _STALE_CONNECTION_ERRORS):
-                    raise
-        raise AssertionError("unreachable")
+    async def _invoke(self, request: Request, request_id: str) -> Answer:
+        ok, reason = self.gateway.health.get()
+        if not ok:
+            return busy(f"the model is not ready: {reason}", "unavailable").answer()
+        try:
+            headers = forwarded_headers(request, request_id)
+        except HttpError as exc:
+            return exc.answer()
+        try:
+            status, payload = await self.gateway.forward(request.body, headers)
+        except (OSError, http.client.HTTPException) as exc:
+            log.warning("request %s: model server unreachable: %s", request_id, exc)
+            return model_server_error(503, request_id)
+        if status >= 400 and not is_our_error(payload):
+            text = payload[:300].decode("utf-8", "replace")
+            log.warning("request %s: model server answered %d: %s", request_id, status, text)
+            return model_server_error(status, request_id)
+        # The handler pads bodies with spaces to dodge an MMS decoder bug (handler.py).
+        return status, payload.rstrip(b" "), ()
 
-    def _reply(
-        self, status: int, body: str | bytes, extra: list[tuple[str, str]] | None = None
+    async def _send(
+        self,
+        status: int,
+        body: str | bytes,
+        headers: http1.Headers,
+        request: Request | None,
+        close: bool = False,
     ) -> None:
-        """Every answer is JSON: ours, the handler's, or MMS's errors reshaped."""
+        close = close or request is None or not request.keep_alive
         data = body.encode() if isinstance(body, str) else body
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        for name, value in extra or ():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        head_only = request is not None and request.method == "HEAD"
+        self.writer.write(http1.response_bytes(status, data, headers, close, head_only))
+        try:
+            # A client that does not read its answer must not hold the connection forever.
+            await asyncio.wait_for(self.writer.drain(), self.limits.read_timeout_s)
+        except (TimeoutError, ConnectionError):
+            self.abort()
 
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+    async def refuse(self, error: HttpError, request: Request | None = None) -> None:
+        """Answer with `error` and end the connection, draining what the client still sends."""
+        await self._send(*error.answer(), request, close=True)
+        with contextlib.suppress(Exception):
+            self.writer.write_eof()
+            async with asyncio.timeout(LINGER_S):
+                while await self.reader.read(http1.READ_CHUNK):
+                    pass
 
 
-def _normalise_error(status: int, payload: bytes) -> bytes:
-    """MMS's own errors ({"code", "type", "message"}) become {"error", "message"}."""
+def route_error(request: Request, close: bool) -> HttpError:
+    """The answer for anything but GET /ping and POST /invocations."""
+    if request.method not in KNOWN_METHODS:
+        return HttpError(501, "not_implemented", f"method {request.method[:20]!r} is not supported")
+    allowed = ROUTES.get(request.path)
+    if allowed is None:
+        message = f"no route {request.method} {request.path[:200]}"
+        return HttpError(404, "not_found", message, close=close)
+    message = f"use {allowed} {request.path}"
+    return HttpError(405, "method_not_allowed", message, close=close, headers=(("Allow", allowed),))
+
+
+def forwarded_headers(request: Request, request_id: str) -> dict[str, str]:
+    """What MMS gets: never a form content type (MMS would parse such a body itself), only
+    printable ASCII values (MMS's worker decodes header bytes outside any error handling)."""
+    headers = {REQUEST_ID_HEADER: request_id, "Content-Type": "application/octet-stream"}
+    for name, value in request.headers.items():
+        if name == "content-type":
+            name = CONTENT_TYPE_HEADER
+        elif name not in FORWARDED_HEADERS and not name.startswith(FORWARDED_PREFIX):
+            continue
+        if not (value.isascii() and value.isprintable()):
+            message = f"header {name} must be printable ASCII"
+            raise HttpError(400, "bad_request", message, close=False)
+        headers[name] = value
+    return headers
+
+
+def is_our_error(payload: bytes) -> bool:
+    """The handler's own refusals ({"error", "message"}) pass through unchanged."""
     try:
         document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        document = None
-    if isinstance(document, dict) and "error" in document and "message" in document:
-        return payload
-    if isinstance(document, dict) and "message" in document:
-        code = str(document.get("type") or "model_server_error")
-        return error_body(code, str(document["message"])).encode()
-    text = payload.decode("utf-8", "replace")[:500] or http.client.responses.get(status, "")
-    return error_body("model_server_error", text).encode()
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return False
+    return isinstance(document, dict) and "error" in document and "message" in document
+
+
+def model_server_error(status: int, request_id: str) -> Answer:
+    """Our answer for MMS's own failures ("Worker died.", no worker) or its absence: 503 when
+    a retry can help, else 500. Never MMS's text: the log line has it."""
+    if status == 503:
+        body = error_body("unavailable", "no model worker could take the request", request_id)
+        return 503, body, RETRY_AFTER
+    body = error_body("internal_error", "the model server failed on this request", request_id)
+    return 500, body, ()

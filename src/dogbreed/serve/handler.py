@@ -4,6 +4,11 @@ MMS calls `handle(None, context)` once when a worker loads the model, then `hand
 context)` with up to `batch_size` requests that arrived within `max_batch_delay` ms. All images
 of all valid requests in the batch go through ONE forward pass; each request gets its own HTTP
 status, so a bad image fails only its own request.
+
+Nothing raises out of `handle` for a batch: MMS would answer every request of the batch with
+its own error text (and a reply it mis-decodes can cost the worker). Whatever a request's bytes
+make parsing or decoding raise becomes that request's 400; only a failure of the model itself
+is a 500, with our body and the request id that the log line names.
 """
 
 from __future__ import annotations
@@ -15,9 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from dogbreed.serve.errors import ServeError, error_body
+from dogbreed.serve.errors import BadRequest, ServeError, error_body
 from dogbreed.serve.predictor import Predictor
-from dogbreed.serve.protocol import ParsedRequest, parse_request, render, softmax
+from dogbreed.serve.protocol import (
+    CONTENT_TYPE_HEADER,
+    REQUEST_ID_HEADER,
+    ParsedRequest,
+    parse_request,
+    render,
+    softmax,
+)
 from dogbreed.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -36,6 +48,17 @@ class InferenceService:
             max_bytes=self.settings.max_payload_bytes,
             max_instances=self.settings.max_instances,
         )
+
+    def parse_safely(
+        self, item: Mapping[str, Any], headers: Mapping[str, str], request_id: str
+    ) -> ParsedRequest | ServeError:
+        try:
+            return self.parse(_body(item), headers)
+        except ServeError as exc:
+            return exc
+        except Exception:  # a request the parser did not foresee is still only that request's
+            log.exception("request %s: unexpected error parsing the request", request_id)
+            return BadRequest("the request could not be parsed")
 
     def answer(self, requests: list[ParsedRequest | ServeError]) -> list[tuple[int, str]]:
         """(HTTP status, JSON body) per request, with one forward pass for all their images."""
@@ -76,7 +99,14 @@ _service: InferenceService | None = None
 def _headers(context: Any, idx: int) -> dict[str, str]:
     # MMS mixes request headers (name -> str) with per-parameter dicts; names keep their case.
     raw = context.get_all_request_header(idx) or {}
-    return {k.lower(): v for k, v in raw.items() if isinstance(v, str)}
+    headers = {k.lower(): v for k, v in raw.items() if isinstance(v, str)}
+    headers["content-type"] = headers.pop(CONTENT_TYPE_HEADER, "")  # the client's (gateway)
+    return headers
+
+
+def _request_id(context: Any, idx: int, headers: Mapping[str, str]) -> str:
+    """The gateway's id for the request (what the client sees), else MMS's own."""
+    return headers.get(REQUEST_ID_HEADER) or context.get_request_id(idx) or ""
 
 
 def _body(item: Mapping[str, Any]) -> bytes | bytearray | None:
@@ -96,17 +126,19 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[str] | None:
         _service = InferenceService(predictor, settings)
     if data is None:
         return None
-    requests: list[ParsedRequest | ServeError] = []
-    for idx, item in enumerate(data):
-        try:
-            requests.append(_service.parse(_body(item), _headers(context, idx)))
-        except ServeError as exc:
-            requests.append(exc)
+    headers = [_headers(context, idx) for idx in range(len(data))]
+    request_ids = [_request_id(context, idx, h) for idx, h in enumerate(headers)]
+    requests = [
+        _service.parse_safely(item, h, rid)
+        for item, h, rid in zip(data, headers, request_ids, strict=True)
+    ]
     try:
         answers = _service.answer(requests)
     except Exception:  # the model itself failed: every request of the batch gets a 500
-        log.exception("inference failed for a batch of %d request(s)", len(data))
-        answers = [(500, error_body("internal_error", "inference failed"))] * len(data)
+        log.exception("inference failed for request(s) %s", ", ".join(request_ids))
+        answers = [
+            (500, error_body("internal_error", "inference failed", rid)) for rid in request_ids
+        ]
     bodies, phrases = [], []
     for idx, (status, body) in enumerate(answers):
         phrase = HTTPStatus(status).phrase
@@ -114,8 +146,8 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[str] | None:
         context.set_response_status(status, phrase, idx)
         bodies.append(body)
         phrases.append(phrase)
-    request_ids = [context.get_request_id(idx) or "" for idx in range(len(data))]
-    return mms_safe_bodies(bodies, phrases, request_ids)
+    mms_ids = [context.get_request_id(idx) or "" for idx in range(len(data))]
+    return mms_safe_bodies(bodies, phrases, mms_ids)
 
 
 # MMS 1.1.11's frontend decodes a worker's reply (mms/protocol/otf_message_handler.py layout)

@@ -22,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from dogbreed.serve.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from dogbreed.serve.errors import (
+    BadRequest,
+    NotAcceptable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    shown,
+)
 
 JSON_TYPE = "application/json"
 RAW_IMAGE_TYPES = frozenset(
@@ -30,7 +36,15 @@ RAW_IMAGE_TYPES = frozenset(
 )
 ACCEPTABLE = frozenset({JSON_TYPE, "application/*", "*/*"})
 CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
+# Set by the gateway on what it forwards to MMS: its id for the request, and the client's
+# Content-Type (MMS itself gets application/octet-stream: it would parse form bodies).
+REQUEST_ID_HEADER = "x-dogbreed-request-id"
+CONTENT_TYPE_HEADER = "x-dogbreed-content-type"
 _WHITESPACE = b" \t\r\n"
+# Our JSON is shallow: an object, a list of instances, an object per instance. Brackets and
+# commas beyond one per image plus this slack are refused before json.loads, which would
+# otherwise recurse once per bracket and build one object per value.
+JSON_SLACK = 16
 
 
 @dataclass
@@ -53,7 +67,7 @@ def check_accept(accept: str | None) -> None:
         kind, _, params = part.partition(";")
         if kind.strip().lower() in ACCEPTABLE and "q=0" not in params.replace(" ", "").split(";"):
             return
-    raise NotAcceptable(f"cannot produce {accept!r}; this endpoint answers {JSON_TYPE}")
+    raise NotAcceptable(f"cannot produce {shown(accept)}; this endpoint answers {JSON_TYPE}")
 
 
 def parse_custom_attributes(header: str | None) -> dict[str, str]:
@@ -89,13 +103,10 @@ def parse_request(
         return ParsedRequest([bytes(body)], top_k, return_logits, batch=False)
     if kind != JSON_TYPE:
         raise UnsupportedMediaType(
-            f"content type {kind!r} is not supported; send one of "
+            f"content type {shown(kind)} is not supported; send one of "
             f"{', '.join(sorted(RAW_IMAGE_TYPES))} or {JSON_TYPE}"
         )
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
+    document = load_json(body, max_instances)
     if isinstance(document, list):
         items, options, batch = document, {}, True
     elif isinstance(document, dict):
@@ -122,6 +133,22 @@ def parse_request(
     return ParsedRequest(images, top_k, return_logits, batch)
 
 
+def load_json(body: bytes | bytearray, max_instances: int) -> Any:
+    """json.loads with the nesting and the number of values bounded by two linear, C-speed
+    counts (base64 has no bracket or comma, a data URL one comma: honest requests pass)."""
+    containers = body.count(b"[") + body.count(b"{")
+    values = body.count(b",")
+    if containers > max_instances + JSON_SLACK or values > 2 * max_instances + JSON_SLACK:
+        raise BadRequest(
+            f"JSON body has {containers} brackets and {values} commas; a request holds at most "
+            f'{max_instances} images as base64 strings or {{"image": ...}} objects'
+        )
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also ints over 4300 digits
+        raise BadRequest(f"malformed JSON: {exc}") from None
+
+
 def _decode_base64(item: Any, index: int | None) -> bytes:
     where = "" if index is None else f" (instance {index})"
     if isinstance(item, dict):
@@ -145,10 +172,10 @@ def _top_k(value: Any) -> int:
         raise BadRequest("top_k must be a positive integer")
     try:
         k = int(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"top_k must be a positive integer, not {value!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1e999 is infinity
+        raise BadRequest(f"top_k must be a positive integer, not {shown(value)}") from None
     if k < 1 or (isinstance(value, float) and not value.is_integer()):
-        raise BadRequest(f"top_k must be a positive integer, not {value!r}")
+        raise BadRequest(f"top_k must be a positive integer, not {shown(value)}")
     return k
 
 
@@ -160,7 +187,7 @@ def _flag(value: Any, name: str) -> bool:
         return True
     if text in ("false", "0", "no"):
         return False
-    raise BadRequest(f"{name} must be true or false, not {value!r}")
+    raise BadRequest(f"{name} must be true or false, not {shown(value)}")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

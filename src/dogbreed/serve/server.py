@@ -17,6 +17,7 @@ import contextlib
 import http.client
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from dogbreed.model.artifact import METADATA_FILE, ArtifactError
 from dogbreed.serve.backends import resolve_backend
-from dogbreed.serve.gateway import Gateway, Health
+from dogbreed.serve.gateway import Gateway, Health, Limits
 from dogbreed.serve.predictor import Predictor
 from dogbreed.serve.settings import (
     ServeSettings,
@@ -51,11 +52,11 @@ HEALTH_INTERVAL_S = 1.0
 # Consecutive failed MMS pings (timeouts under load are possible) before /ping says 503.
 PING_FAILURES_TOLERATED = 3
 SHUTDOWN_GRACE_S = 20  # SageMaker sends SIGKILL 30 s after SIGTERM
-# AWS's own inference images use these JVM flags: respect the container's memory limit.
-DEFAULT_VMARGS = (
-    "-XX:+UseContainerSupport -XX:InitialRAMPercentage=8.0 -XX:MaxRAMPercentage=10.0 "
-    "-XX:-UseLargePages -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError"
-)
+# The frontend's heap holds the request bodies the gateway forwards (its byte budget bounds
+# them) and ~20 MB of its own. With 6 MB bodies filling the 64 MB budget we measured up to
+# 95 MB live after a full GC and an OutOfMemoryError at -Xmx128m; twice the budget plus
+# 64 MB leaves room for the garbage between collections (docs/serving.md, JVM sizing).
+HEAP_BASE_MB = 64
 HEALTHY = ("Healthy", "Partial Healthy")  # MMS's words; Partial: some workers still serve
 
 LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
@@ -102,6 +103,18 @@ def resolve_model(path: Path, workdir: Path) -> Path:
         if len(subdirs) == 1 and (subdirs[0] / METADATA_FILE).is_file():
             return subdirs[0]
     return target
+
+
+def default_vmargs(settings: ServeSettings) -> str:
+    """JVM flags sized to what the frontend holds, not to the machine: AWS's default (max heap
+    10% of the memory, G1) let the heap grow to 1.3 GB under load on a big host. Serial GC:
+    no GC threads, the smallest footprint for a small heap. C1 only: the Java side is network
+    plumbing, and C2's compiler arenas cost ~15 MB."""
+    heap_mb = HEAP_BASE_MB + 2 * math.ceil(settings.max_buffered_mb)
+    return (
+        f"-XX:+UseContainerSupport -XX:+UseSerialGC -Xms16m -Xmx{heap_mb}m "
+        "-XX:MaxMetaspaceSize=64m -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError"
+    )
 
 
 def free_port(port_range: str | None = None) -> int:
@@ -151,11 +164,13 @@ class ModelServer:
             # MMS's default_response_timeout is in MINUTES; the _seconds key is what we mean.
             "default_response_timeout_seconds": s.response_timeout_s,
             "default_workers_per_model": s.workers,
+            # The gateway never has more than this at MMS: a full queue (503) cannot happen.
+            "job_queue_size": s.in_flight,
             "decode_input_request": "false",  # the handler gets the raw bytes
             # The gateway enforces the real limit; this only guards MMS itself.
             "max_request_size": s.max_payload_bytes + 65536,
             "async_logging": "true",
-            "vmargs": os.environ.get("SAGEMAKER_MODEL_SERVER_VMARGS", DEFAULT_VMARGS),
+            "vmargs": os.environ.get("SAGEMAKER_MODEL_SERVER_VMARGS") or default_vmargs(s),
         }
         path = self.workdir / "config.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
@@ -349,13 +364,9 @@ def serve(
         check_in_subprocess(model_dir, settings)
         health = Health()
         try:
-            gateway = Gateway(
-                (host, settings.port),
-                0,
-                health,
-                settings.max_payload_bytes,
-                settings.response_timeout_s + 5,
-            )
+            # MMS answers a request that ran past its timeout; the gateway waits a little longer.
+            limits = Limits.from_settings(settings, settings.response_timeout_s + 5)
+            gateway = Gateway((host, settings.port), 0, health, limits)
         except OSError as exc:
             raise ServeFailure(f"cannot listen on {host}:{settings.port}: {exc}") from None
         threading.Thread(target=gateway.serve_forever, name="gateway", daemon=True).start()

@@ -34,6 +34,11 @@ ENV_NAMES: dict[str, str] = {
     "top_k": "DOGBREED_TOP_K",
     "max_instances": "DOGBREED_MAX_INSTANCES",
     "max_pixels": "DOGBREED_MAX_PIXELS",
+    "max_connections": "DOGBREED_MAX_CONNECTIONS",
+    "max_in_flight": "DOGBREED_MAX_IN_FLIGHT",
+    "max_buffered_mb": "DOGBREED_MAX_BUFFERED_MB",
+    "read_timeout_s": "DOGBREED_READ_TIMEOUT",
+    "keepalive_timeout_s": "DOGBREED_KEEPALIVE_TIMEOUT",
 }
 
 
@@ -86,10 +91,21 @@ class ServeSettings:
     top_k: int = 5
     max_instances: int = 32  # images in one JSON request
     max_pixels: int = DEFAULT_MAX_PIXELS  # declared size above which an image is refused
+    # The gateway's bounds (gateway.Limits): what clients can make the front hold.
+    max_connections: int = 1000  # open client connections
+    max_in_flight: int | None = None  # requests at MMS at once; None: 2 x workers x batch size
+    max_buffered_mb: float = 64.0  # request bodies held in memory, all connections together
+    read_timeout_s: float = 20.0  # a request's first byte to its last
+    keepalive_timeout_s: float = 60.0  # idle time between requests on one connection
 
     @property
     def max_payload_bytes(self) -> int:
         return int(self.max_payload_mb * MB)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests at MMS at once: per worker, a batch running and the next one filling."""
+        return self.max_in_flight or 2 * (self.workers or 1) * self.batch_size
 
     def replace(self, **changes: object) -> ServeSettings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -124,14 +140,28 @@ class ServeSettings:
             raise SettingsError(
                 f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
             )
-        for name in ("batch_size", "top_k", "max_instances", "max_pixels", "startup_timeout_s"):
+        for name in (
+            "batch_size",
+            "top_k",
+            "max_instances",
+            "max_pixels",
+            "startup_timeout_s",
+            "max_connections",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
-        for name in ("workers", "threads"):
+        for name in ("workers", "threads", "max_in_flight"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
         if self.max_batch_delay_ms < 0 or self.max_payload_mb <= 0 or self.response_timeout_s < 1:
             raise SettingsError("batch delay, payload limit and timeout must be positive")
+        if min(self.read_timeout_s, self.keepalive_timeout_s) <= 0:
+            raise SettingsError("read and keep-alive time-outs must be positive")
+        if self.max_buffered_mb < self.max_payload_mb:
+            raise SettingsError(
+                f"DOGBREED_MAX_BUFFERED_MB ({self.max_buffered_mb:g}) must be at least the "
+                f"payload limit ({self.max_payload_mb:g} MB)"
+            )
         if not 0 < self.port < 65536:
             raise SettingsError(f"port {self.port} is out of range")
         return self
