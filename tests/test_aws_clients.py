@@ -9,7 +9,7 @@ import json
 import pytest
 from botocore.stub import Stubber
 
-from dogbreed.aws.clients import Aws, AwsError, aws_command, translate
+from dogbreed.aws.clients import Aws, AwsError, UsageError, aws_command, translate
 
 
 def test_dry_run_prints_calls_and_sends_nothing(aws_env: None) -> None:
@@ -94,3 +94,12 @@ def test_aws_command_prints_one_line(capsys: pytest.CaptureFixture[str]) -> None
 
     assert failing(argparse.Namespace()) == 1
     assert capsys.readouterr().err == "error: something clear\n"
+
+
+def test_bad_input_exits_2_and_aws_failures_1(capsys: pytest.CaptureFixture[str]) -> None:
+    @aws_command
+    def refusing(args: argparse.Namespace) -> int:
+        raise UsageError("--thing must be positive")
+
+    assert refusing(argparse.Namespace()) == 2
+    assert capsys.readouterr().err == "error: --thing must be positive\n"

@@ -100,7 +100,7 @@ def test_every_action_has_help_and_aws_flags(capsys: pytest.CaptureFixture[str])
             main(["sagemaker", action, "--help"])
         assert info.value.code == 0
         text = capsys.readouterr().out
-        for flag in ("--region", "--profile", "--dry-run"):
+        for flag in ("--region", "--profile", "--dry-run", "--output"):
             assert flag in text, (action, flag)
 
 
@@ -178,25 +178,27 @@ def test_train_dry_run_sends_split_channels_and_metric_definitions(
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("extra", "message", "status"),
     [
-        (["--data", "s3://dogbreed-bucket/d", "--spot"], "--spot needs --checkpoint-s3"),
+        (["--data", "s3://dogbreed-bucket/d", "--spot"], "--spot needs --checkpoint-s3", 2),
         (
             "--data s3://dogbreed-bucket/d --spot --checkpoint-s3 s3://dogbreed-bucket/c "
             "--max-run 100 --max-wait 50".split(),
             "must be at least --max-run",
+            2,
         ),
-        (["--train", "s3://dogbreed-bucket/t"], "all three of --train"),
-        (["--data", "/local/path"], "must be an S3 URI"),
-        (["--data", "s3://dogbreed-bucket/d", "--subnets", "s-1"], "both --subnets"),
-        (["--data", "s3://dogbreed-bucket/d", "--epochs", "two"], "hyperparameters:"),
-        (["--data", "s3://dogbreed-bucket/d", "--job-name", "bad_name"], "invalid training job"),
+        (["--train", "s3://dogbreed-bucket/t"], "all three of --train", 2),
+        (["--data", "/local/path"], "must be an S3 URI", 2),
+        (["--data", "s3://dogbreed-bucket/d", "--subnets", "s-1"], "both --subnets", 2),
+        # Hyperparameter errors keep status 1: `sagemaker tune` shares them and its tests pin 1.
+        (["--data", "s3://dogbreed-bucket/d", "--epochs", "two"], "hyperparameters:", 1),
+        (["--data", "s3://dogbreed-bucket/d", "--job-name", "bad_name"], "invalid training job", 2),
     ],
 )
 def test_train_rejects_bad_flags(
-    aws_env: None, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+    aws_env: None, capsys: pytest.CaptureFixture[str], extra: list[str], message: str, status: int
 ) -> None:
-    assert main([*TRAIN, *extra, "--dry-run"]) == 1
+    assert main([*TRAIN, *extra, "--dry-run"]) == status
     captured = capsys.readouterr()
     assert message in captured.err
     assert captured.out == ""  # nothing was (or would have been) sent
@@ -230,7 +232,7 @@ def test_deploy_creates_model_config_endpoint(
 def test_deploy_rejects_bad_server_environment(
     aws_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([*deploy_argv("dogs", "--workers", "0"), "--dry-run"]) == 1
+    assert main([*deploy_argv("dogs", "--workers", "0"), "--dry-run"]) == 2
     assert "model server environment: workers must be at least 1" in capsys.readouterr().err
 
 
@@ -259,6 +261,8 @@ def test_redeploy_is_blue_green_and_keeps_autoscaling(
                 },
                 "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "dogs-5xx"}]},
             },
+            "RetainAllVariantProperties": True,
+            "ExcludeRetainedVariantProperties": [{"VariantPropertyType": "DataCaptureConfig"}],
         },
     )
     calls.clear()
@@ -319,7 +323,7 @@ def test_deploy_checks_flags_before_creating_anything(
     aws_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = deploy_argv("dogs", "--traffic-routing", "LINEAR", "--traffic-percent", "0")
-    assert main([*argv, "--dry-run"]) == 1
+    assert main([*argv, "--dry-run"]) == 2
     captured = capsys.readouterr()
     assert "--traffic-percent must be between 1 and 100" in captured.err
     assert captured.out == ""
@@ -388,9 +392,9 @@ def test_autoscale_reports_access_denied_as_such(aws_env: None) -> None:
 
 def test_autoscale_errors(moto_server: str, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["sagemaker", "autoscale", "--endpoint-name", "nowhere"]
-    assert main(base) == 1
+    assert main(base) == 2
     assert "--target (or --loadtest-json) is required" in capsys.readouterr().err
-    assert main([*base, "--target", "100", "--min", "5", "--max", "4"]) == 1
+    assert main([*base, "--target", "100", "--min", "5", "--max", "4"]) == 2
     assert "--min (5) <= --max (4)" in capsys.readouterr().err
     assert main([*base, "--target", "100"]) == 1
     assert "endpoint 'nowhere' not found" in capsys.readouterr().err
@@ -408,7 +412,7 @@ def test_autoscale_takes_the_target_from_loadtest_json(
     (policy,) = aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
     assert policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 198
     result.write_text("{}")
-    assert main([*argv, str(result)]) == 1
+    assert main([*argv, str(result)]) == 2
     assert "no loadtest result" in capsys.readouterr().err
 
 
@@ -463,6 +467,9 @@ def test_invoke_sends_the_image_and_prints_top_k(
         assert container.last_headers["X-Amzn-SageMaker-Custom-Attributes"] == "top_k=3"
         answer = json.loads(capsys.readouterr().out)
         assert [p["label"] for p in answer["top_k"]] == ["Affenpinscher", "Beagle", "Collie"]
+        assert main([*argv, "--top-k", "3", "--output", "json"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document["endpoint"] == "dogs" and document["result"] == answer
         container.status = 415
         assert main(argv) == 1
         error = capsys.readouterr().err
@@ -477,9 +484,233 @@ def test_invoke_bad_input(
     aws_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["sagemaker", "invoke", "--endpoint-name", "dogs", "--dry-run", "--image"]
-    assert main([*argv, str(tmp_path / "missing.jpg")]) == 1
+    assert main([*argv, str(tmp_path / "missing.jpg")]) == 2
     assert "no such file" in capsys.readouterr().err
     big = tmp_path / "big.jpg"
     big.write_bytes(b"\xff" * (6 * 1024 * 1024 + 1))
-    assert main([*argv, str(big)]) == 1
+    assert main([*argv, str(big)]) == 2
     assert "at most 6291456" in capsys.readouterr().err
+
+
+# --- updates that keep what autoscaling set, alarms, rolling, serverless, --output json ------
+
+
+def endpoint_arn(name: str) -> dict[str, str]:
+    return {"EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}"}
+
+
+def test_model_only_update_keeps_the_running_instance_count(
+    update_stub: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # moto does not scale anything: the endpoint is created with 4 instances, as autoscaling
+    # would have left it. Without RetainAllVariantProperties AWS would apply the new config's
+    # InitialInstanceCount (1) to a variant serving under load.
+    assert main(deploy_argv("dogs", "--instance-count", "4")) == 0
+    update_stub.add_response(
+        "update_endpoint",
+        endpoint_arn("dogs"),
+        {
+            "EndpointName": "dogs",
+            "EndpointConfigName": ANY,
+            "DeploymentConfig": ANY,
+            "RetainAllVariantProperties": True,
+            # Data capture follows this deploy's flags; count and weight stay as they run.
+            "ExcludeRetainedVariantProperties": [{"VariantPropertyType": "DataCaptureConfig"}],
+        },
+    )
+    capsys.readouterr()
+    assert main(deploy_argv("dogs", "--no-wait")) == 0
+    out = capsys.readouterr().out
+    assert "kept from the running variant: 4 instance(s)" in out
+    assert "RetainAllVariantProperties" in out
+
+
+def test_an_explicit_instance_count_is_applied_on_purpose(update_stub: Stubber) -> None:
+    assert main(deploy_argv("dogs", "--instance-count", "4")) == 0
+    update_stub.add_response(
+        "update_endpoint",
+        endpoint_arn("dogs"),
+        {
+            "EndpointName": "dogs",
+            "EndpointConfigName": ANY,
+            "DeploymentConfig": ANY,
+            "RetainAllVariantProperties": True,
+            "ExcludeRetainedVariantProperties": [
+                {"VariantPropertyType": "DataCaptureConfig"},
+                {"VariantPropertyType": "DesiredInstanceCount"},
+            ],
+        },
+    )
+    assert main(deploy_argv("dogs", "--instance-count", "2", "--no-wait")) == 0
+    sm = boto3.client("sagemaker")
+    newest = max(c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"])
+    (variant,) = sm.describe_endpoint_config(EndpointConfigName=newest)["ProductionVariants"]
+    assert variant["InitialInstanceCount"] == 2
+
+
+def test_alarms_roll_a_rolling_update_back_and_delete_removes_them(
+    update_stub: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alarm_flags = ["--create-alarms", "--alarm-5xx-rate", "0.02", "--alarm-latency-ms", "800"]
+    assert main(deploy_argv("dogs", "--instance-count", "4", *alarm_flags)) == 0
+    assert main(deploy_argv("dogs-v2", "--create-alarms")) == 0  # its alarms start "dogs-" too
+    cloudwatch = boto3.client("cloudwatch")
+    found = {a["AlarmName"]: a for a in cloudwatch.describe_alarms()["MetricAlarms"]}
+    errors, latency = found["dogs-AllTraffic-5xx"], found["dogs-AllTraffic-latency"]
+    dimensions = [
+        {"Name": "EndpointName", "Value": "dogs"},
+        {"Name": "VariantName", "Value": "AllTraffic"},
+    ]
+    assert (errors["Namespace"], errors["MetricName"]) == ("AWS/SageMaker", "Invocation5XXErrors")
+    assert (errors["Statistic"], errors["Threshold"]) == ("Average", 0.02)
+    assert (latency["MetricName"], latency["ExtendedStatistic"]) == ("ModelLatency", "p95")
+    assert latency["Threshold"] == 800_000  # ModelLatency is in microseconds
+    for alarm in (errors, latency):
+        assert alarm["Dimensions"] == dimensions
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 2
+    update_stub.add_response(
+        "update_endpoint",
+        endpoint_arn("dogs"),
+        {
+            "EndpointName": "dogs",
+            "EndpointConfigName": ANY,
+            "DeploymentConfig": {
+                "RollingUpdatePolicy": {
+                    "MaximumBatchSize": {"Type": "CAPACITY_PERCENT", "Value": 25},
+                    "WaitIntervalInSeconds": 120,
+                },
+                "AutoRollbackConfiguration": {
+                    "Alarms": [
+                        {"AlarmName": "dogs-manual"},
+                        {"AlarmName": "dogs-AllTraffic-5xx"},
+                        {"AlarmName": "dogs-AllTraffic-latency"},
+                    ]
+                },
+            },
+            "RetainAllVariantProperties": True,
+            "ExcludeRetainedVariantProperties": ANY,
+        },
+    )
+    rolling = ["--update-policy", "rolling", "--rolling-batch-percent", "25"]
+    rolling += ["--wait-interval", "120", "--rollback-alarm", "dogs-manual", "--no-wait"]
+    assert main(deploy_argv("dogs", *rolling, *alarm_flags)) == 0
+    capsys.readouterr()
+    assert main(["sagemaker", "delete", "--endpoint-name", "dogs"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "deleted alarm dogs-AllTraffic-5xx" in out
+        and "deleted alarm dogs-AllTraffic-latency" in out
+    )
+    left = [a["AlarmName"] for a in cloudwatch.describe_alarms()["MetricAlarms"]]
+    assert sorted(left) == ["dogs-v2-AllTraffic-5xx", "dogs-v2-AllTraffic-latency"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--update-policy", "rolling", "--rolling-batch-percent", "60"], "between 5 and 50"),
+        (["--wait-interval", "4000"], "--wait-interval must be between 0 and 3600"),
+        (["--create-alarms", "--alarm-5xx-rate", "5"], "--alarm-5xx-rate must be a fraction"),
+        (["--serverless-memory", "2048"], "needs both --serverless-memory"),
+        (["--serverless-memory", "1500", "--serverless-concurrency", "2"], "must be one of"),
+        (["--serverless-memory", "2048", "--serverless-concurrency", "500"], "between 1 and 200"),
+    ],
+)
+def test_deploy_flag_errors_exit_2_before_any_call(
+    aws_env: None, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert main([*deploy_argv("dogs", *extra), "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == ""
+
+
+SERVERLESS = ["--serverless-memory", "2048", "--serverless-concurrency", "5"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "refused"),
+    [
+        (["--instance-type", "ml.c5.large"], "--instance-type"),
+        (["--capture-s3", "s3://dogbreed-bucket/capture"], "data capture"),
+        (["--network-isolation"], "--network-isolation"),
+        (["--update-policy", "rolling"], "rolling"),
+        (["--backend", "torch"], "no torch"),
+    ],
+)
+def test_serverless_refuses_what_aws_does_not_offer_it(
+    aws_env: None, capsys: pytest.CaptureFixture[str], extra: list[str], refused: str
+) -> None:
+    assert main([*deploy_argv("dogs", *SERVERLESS, *extra), "--dry-run"]) == 2
+    assert refused in capsys.readouterr().err
+
+
+def test_serverless_endpoint_and_autoscaling_refuses_it(
+    moto_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(deploy_argv("dogs", *SERVERLESS)) == 0
+    sm = boto3.client("sagemaker")
+    config_name = sm.describe_endpoint(EndpointName="dogs")["EndpointConfigName"]
+    (variant,) = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 5}
+    assert "InstanceType" not in variant and "InitialInstanceCount" not in variant
+    environment = sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"][
+        "Environment"
+    ]
+    # One worker (each holds a model copy) on ONNX Runtime: fits 1-6 GB without a GPU.
+    assert environment["SAGEMAKER_MODEL_SERVER_WORKERS"] == "1"
+    assert environment["DOGBREED_BACKEND"] == "onnx"
+    capsys.readouterr()
+    assert main(["sagemaker", "autoscale", "--endpoint-name", "dogs", "--target", "100"]) == 1
+    assert "is serverless: it has no instances to scale" in capsys.readouterr().err
+    aas = boto3.client("application-autoscaling")
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+
+
+def test_instances_cannot_become_serverless(
+    moto_server: str, calls: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(deploy_argv("dogs")) == 0
+    calls.clear()
+    assert main(deploy_argv("dogs", *SERVERLESS)) == 2
+    assert "cannot turn an instance-based endpoint into a serverless one" in capsys.readouterr().err
+    assert "CreateModel" not in calls and "CreateEndpointConfig" not in calls
+
+
+def test_output_json_is_one_document(moto_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*deploy_argv("dogs", "--create-alarms"), "--output", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)  # the whole of stdout: one document
+    assert document["endpoint"] == "dogs" and document["operation"] == "create"
+    assert document["status"] == "InService" and document["deployed"] is True
+    assert document["endpoint_arn"].endswith(":endpoint/dogs")
+    assert document["alarms"] == ["dogs-AllTraffic-5xx", "dogs-AllTraffic-latency"]
+    autoscale = ["sagemaker", "autoscale", "--endpoint-name", "dogs", "--target", "90"]
+    assert main([*autoscale, "--output", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["resource_id"] == "endpoint/dogs/variant/AllTraffic"
+    assert document["TargetValue"] == 90
+    assert main(["sagemaker", "delete", "--endpoint-name", "dogs", "--output", "json"]) == 0
+    deleted = json.loads(capsys.readouterr().out)["deleted"]
+    assert "endpoint dogs" in deleted and "alarm dogs-AllTraffic-5xx" in deleted
+
+
+def test_output_json_dry_run_holds_the_calls(
+    aws_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*deploy_argv("dogs"), "--dry-run", "--output", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["dry_run"] is True
+    operations = [c["operation"] for c in document["calls"]]
+    assert operations == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint"]
+    # train's --output is also its S3 output path: the value says which one is meant.
+    splits = ["--data", "s3://dogbreed-bucket/dogImages", "--output", "json", "--dry-run"]
+    assert main([*TRAIN, *splits]) == 0
+    (call,) = json.loads(capsys.readouterr().out)["calls"]
+    assert call["params"]["OutputDataConfig"] == {"S3OutputPath": "s3://dogbreed-bucket/jobs"}
+
+
+def test_output_takes_text_or_json_only(aws_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*deploy_argv("dogs"), "--output", "yaml"])
+    assert info.value.code == 2
+    assert "choose text or json" in capsys.readouterr().err

@@ -4,39 +4,52 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
+import json
+import re
 import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from dogbreed.aws.clients import AwsError
+from dogbreed.aws.clients import Aws, UsageError
+from dogbreed.aws.s3 import PART_BYTES, parse_s3_uri
 from dogbreed.cli import main as cli_main
-from dogbreed.data.fetch import fetch, parse_s3_uri
+from dogbreed.data.fetch import Progress, fetch
 from dogbreed.data.layout import DataError
 from dogbreed.data.sample import generate_sample
 
 
 class Server:
-    """Serves `files` (name -> bytes) and counts the requests."""
+    """Serves `files` (name -> bytes) with `Range: bytes=N-` support and counts the requests;
+    `cut_after` bytes, when set, ends the next answer early (a dropped connection)."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.requests: list[str] = []
+        self.ranges: list[str | None] = []
+        self.cut_after: int | None = None
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests.append(self.path)
+                server.ranges.append(self.headers.get("Range"))
                 body = server.files.get(self.path.lstrip("/"))
                 if body is None:
                     self.send_error(404)
                     return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
+                start = int(self.headers.get("Range", "bytes=0-")[6:].rstrip("-") or 0)
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
-                self.wfile.write(body)
+                cut, server.cut_after = server.cut_after, None
+                self.wfile.write(body[start:cut])
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -155,11 +168,39 @@ def test_unreachable_server_times_out_cleanly(tmp_path: Path) -> None:
         fetch(tmp_path / "o", "http://127.0.0.1:9/dogImages.zip", timeout=2)
 
 
+def test_an_interrupted_download_continues_where_it_stopped(
+    server: Server, small_zip: bytes, tmp_path: Path
+) -> None:
+    server.files["dogImages.zip"] = small_zip
+    server.cut_after = len(small_zip) // 2
+    out = tmp_path / "data"
+    with pytest.raises(DataError, match="run again to continue"):
+        fetch(out, f"{server.url}/dogImages.zip")
+    assert (out / ".dogImages.zip.part").stat().st_size == len(small_zip) // 2
+    sha = hashlib.sha256(small_zip).hexdigest()
+    assert fetch(out, f"{server.url}/dogImages.zip", sha256=sha).classes  # whole-file SHA
+    assert server.ranges == [None, f"bytes={len(small_zip) // 2}-"]  # only the rest again
+    assert sorted(p.name for p in out.iterdir()) == ["test", "train", "valid"]
+
+
+def test_progress_line_shows_files_bytes_and_rate() -> None:
+    terminal = io.StringIO()
+    progress = Progress(terminal, total_bytes=3_000_000, total_files=3, verb="uploaded")
+    progress.add(1_000_000, files=1)
+    progress.add(2_000_000, files=2)
+    progress.done()
+    last = terminal.getvalue().split("\r")[-1]
+    assert re.fullmatch(r"uploaded 3/3 files, 3\.0 of 3\.0 MB, \d+\.\d MB/s\x1b\[K\n", last), last
+    silent = Progress(None, 10)
+    silent.add(10)
+    silent.done()  # no terminal: nothing to write to, nothing fails
+
+
 def test_parse_s3_uri() -> None:
     assert parse_s3_uri("s3://bucket/a/b/") == ("bucket", "a/b")
     assert parse_s3_uri("s3://bucket") == ("bucket", "")
     for bad in ("bucket/a", "s3:///a", "https://x", "s3://b/p"):
-        with pytest.raises(AwsError, match="must be an S3 URI"):
+        with pytest.raises(UsageError, match="must be an S3 URI"):
             parse_s3_uri(bad)
 
 
@@ -190,7 +231,61 @@ def test_upload_errors(moto_server: str, tmp_path: Path, capsys) -> None:
     (tmp_path / "f.txt").write_text("x")
     assert cli_main(["data", "upload", str(tmp_path), "s3://no-such-bucket/p"]) == 1
     assert "NoSuchBucket" in capsys.readouterr().err
-    assert cli_main(["data", "upload", str(tmp_path), "dogs/p"]) == 1
+    assert cli_main(["data", "upload", str(tmp_path), "dogs/p"]) == 2
     assert "must be an S3 URI" in capsys.readouterr().err
-    assert cli_main(["data", "upload", str(tmp_path / "nope"), "s3://dogs/p"]) == 1
+    assert cli_main(["data", "upload", str(tmp_path / "nope"), "s3://dogs/p"]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def sent_keys(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys of every PutObject and CreateMultipartUpload our S3 clients send."""
+    sent: list[str] = []
+    make_client = Aws.client
+
+    def recording(self: Aws, service: str, **kwargs: Any) -> Any:
+        client = make_client(self, service, **kwargs)
+
+        def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+            if model.name in ("PutObject", "CreateMultipartUpload"):
+                sent.append(params["Key"])
+
+        client.meta.events.register("provide-client-params.s3.*", record)
+        return client
+
+    monkeypatch.setattr(Aws, "client", recording)
+    return sent
+
+
+def test_a_rerun_sends_only_what_is_missing_or_changed(
+    moto_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="dogs")
+    root = tmp_path / "d"
+    for i in range(6):
+        (root / "train" / f"{i:03d}.Breed").mkdir(parents=True)
+        (root / "train" / f"{i:03d}.Breed" / "a.jpg").write_bytes(bytes([i]) * (1000 + i))
+    big = root / "big.bin"
+    big.write_bytes(bytes(range(256)) * (PART_BYTES // 256 + 1000))  # two parts
+    sent = sent_keys(monkeypatch)
+    argv = ["data", "upload", str(root), "s3://dogs/set", "--output", "json"]
+    assert cli_main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert (first["uploaded"], first["skipped"]) == (7, 0)
+    assert s3.head_object(Bucket="dogs", Key="set/big.bin")["ETag"].endswith('-2"')  # multipart
+    # "Interrupted": two objects never arrived; one file changed since (same size, new bytes).
+    s3.delete_object(Bucket="dogs", Key="set/train/001.Breed/a.jpg")
+    s3.delete_object(Bucket="dogs", Key="set/big.bin")
+    (root / "train" / "002.Breed" / "a.jpg").write_bytes(b"\xff" * 1002)
+    sent.clear()
+    assert cli_main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["uploaded"], again["skipped"]) == (3, 4)
+    assert sorted(sent) == ["set/big.bin", "set/train/001.Breed/a.jpg", "set/train/002.Breed/a.jpg"]
+    body = s3.get_object(Bucket="dogs", Key="set/train/002.Breed/a.jpg")["Body"].read()
+    assert body == b"\xff" * 1002
+    sent.clear()
+    assert cli_main(argv) == 0  # all there, big multipart file included: nothing sent
+    assert json.loads(capsys.readouterr().out)["skipped"] == 7 and sent == []

@@ -11,8 +11,11 @@ import os
 import re
 import signal
 import sys
+import time
+from contextlib import suppress
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import TINY_TRAIN_FLAGS
 from test_distributed_launch import Host, finish, start_hosts
@@ -154,3 +157,53 @@ def test_a_host_that_never_resolves_is_a_clear_error(tmp_path: Path) -> None:
     assert code == 2, out
     reason = (base / "output" / "failure").read_text()
     assert "nope.invalid did not resolve within 1 s" in reason
+
+
+PEER_TIMEOUT = 5  # DOGBREED_PEER_TIMEOUT (default 60 s): how long a frozen host goes unnoticed
+
+
+def host_processes(host: Host) -> list[psutil.Process]:
+    """The fake host's launcher, its torchrun and the worker: all that a dead host takes down."""
+    launcher = psutil.Process(host.proc.pid)
+    return [*launcher.children(recursive=True), launcher]
+
+
+@pytest.mark.parametrize(
+    ("victim", "how", "reason"),
+    [
+        ("algo-2", signal.SIGKILL, "lost contact with another process of this job"),
+        ("algo-1", signal.SIGKILL, "lost contact with"),  # the collective or the store first
+        # Frozen (SIGSTOP): no connection closes, as when a host loses power or its network.
+        ("algo-2", signal.SIGSTOP, "lost contact with rank 1 of this job: no sign of life"),
+        ("algo-1", signal.SIGSTOP, f"its rendezvous store did not answer for {PEER_TIMEOUT} s"),
+    ],
+    ids=["worker-host-killed", "master-host-killed", "worker-host-frozen", "master-host-frozen"],
+)
+def test_a_dead_or_frozen_host_stops_the_other_with_a_reason(
+    tmp_path: Path, victim: str, how: signal.Signals, reason: str
+) -> None:
+    data = generate_sample(tmp_path / "data", classes=3, per_class=8, seed=3)
+    flags = "--backbone resnet18 --image-size 32 --epochs 50 --batch-size 4 --workers 0".split()
+    env = {"DOGBREED_PEER_TIMEOUT": str(PEER_TIMEOUT), "OMP_NUM_THREADS": "1"}
+    hosts = start_hosts(tmp_path, lambda _host: train_argv(data, flags), env)
+    dead, survivor = hosts if victim == "algo-1" else hosts[::-1]
+    doomed: list[psutil.Process] = []
+    try:
+        hosts[0].wait_for("world_size=2 rank=0", 300)  # in the process group: the mesh is up
+        hosts[1].wait_for("world_size=2 rank=1", 300)
+        doomed = host_processes(dead)
+        for process in doomed:
+            process.send_signal(how)
+        since = time.monotonic()
+        [(code, out)] = finish([survivor], 150)
+        took = time.monotonic() - since
+    finally:
+        for process in doomed:  # a frozen host stays frozen until it is killed
+            with suppress(psutil.NoSuchProcess):
+                process.kill()
+        finish(hosts, 30)
+    assert code != 0, out[-3000:]
+    assert took < 60, f"the surviving host took {took:.0f} s"  # the bar: 3 minutes, not 30
+    text = (survivor.base / "output" / "failure").read_text()
+    assert reason in text and "a rerun resumes from the last checkpoint" in text
+    assert "Traceback" not in text and "pair.cc" not in text

@@ -133,11 +133,19 @@ def test_operator_policy_covers_every_call_of_our_commands(
         return made
 
     monkeypatch.setattr(Aws, "client", client)
+    # A log stream for the job, so that `train` reads it (GetLogEvents) while it waits.
+    logs = boto3.client("logs")
+    logs.create_log_group(logGroupName="/aws/sagemaker/TrainingJobs")
+    logs.create_log_stream(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="dogbreed-iam/algo-1-1"
+    )
     role = "arn:aws:iam::123456789012:role/dogbreed-sagemaker-execution"
     common = ["--role", role, "--poll-seconds", "1"]
     assert main(["sagemaker", "train", "--image", "i", "--data", "s3://dogbreed-data/d",
-                 "--output", "s3://dogbreed-data/o", *common]) == 0  # fmt: skip
+                 "--output", "s3://dogbreed-data/o", "--job-name", "dogbreed-iam",
+                 *common]) == 0  # fmt: skip
     deploy = ["sagemaker", "deploy", "--endpoint-name", "dogbreed-prod", "--image", "i"]
+    deploy += ["--create-alarms"]
     assert main([*deploy, "--model-data", "s3://dogbreed-data/m.tar.gz", *common]) == 0
     autoscale = ["sagemaker", "autoscale", "--endpoint-name", "dogbreed-prod"]
     assert main([*autoscale, "--target", "100"]) == 0
@@ -155,6 +163,7 @@ def test_operator_policy_covers_every_call_of_our_commands(
         "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
     }
     assert "sagemaker:CreateTrainingJob" in seen and "sagemaker:ListTags" in seen
+    assert {"logs:GetLogEvents", "cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"} <= seen
     missing = seen - allowed_actions(render(IAM / "operator-policy.json"))
     assert not missing, f"operator-policy.json lacks {sorted(missing)}"
 
@@ -163,6 +172,8 @@ def test_ecr_push_policy_covers_the_script_and_docker_push() -> None:
     needed = {
         "ecr:DescribeRepositories",
         "ecr:CreateRepository",
+        "ecr:GetLifecyclePolicy",
+        "ecr:PutLifecyclePolicy",
         "ecr:GetAuthorizationToken",
         # What `docker push` calls through the registry API.
         "ecr:BatchCheckLayerAvailability",
@@ -172,3 +183,12 @@ def test_ecr_push_policy_covers_the_script_and_docker_push() -> None:
         "ecr:PutImage",
     }
     assert needed <= allowed_actions(render(IAM / "ecr-push-policy.json"))
+
+
+def test_execution_role_may_read_the_rollback_alarms() -> None:
+    """AWS: the execution role needs cloudwatch:DescribeAlarms on the auto-rollback alarms."""
+    document = render(IAM / "sagemaker-execution-policy.json")
+    (statement,) = [
+        s for s in document["Statement"] if "cloudwatch:DescribeAlarms" in as_list(s["Action"])
+    ]
+    assert statement["Resource"] == "arn:aws:cloudwatch:us-east-1:123456789012:alarm:dogbreed-*"

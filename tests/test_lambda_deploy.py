@@ -2,13 +2,14 @@
 
 moto 5 does not implement PutProvisionedConcurrencyConfig: that single call goes to a client
 with botocore's Stubber (through `provisioned_concurrency_client`), everything else over HTTP.
+moto accepts a function's LoggingConfig but does not keep it: the request is checked instead.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
+import re
 import string
 import subprocess
 import sys
@@ -22,11 +23,12 @@ from botocore.stub import Stubber
 
 from dogbreed import cli
 from dogbreed.aws import lambda_deploy
-from dogbreed.aws.clients import Aws, AwsError
+from dogbreed.aws.clients import Aws, UsageError
 from dogbreed.aws.lambda_deploy import DeployOptions, deploy, execution_policy
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def stubbed_provisioned(monkeypatch: pytest.MonkeyPatch, count: int) -> Stubber:
@@ -53,9 +55,28 @@ def options(**changes: Any) -> DeployOptions:
     return base
 
 
+def requests_of(monkeypatch: pytest.MonkeyPatch, operation: str) -> list[dict[str, Any]]:
+    """The parameters of every `operation` call our clients make, as sent."""
+    sent: list[dict[str, Any]] = []
+    make_client = Aws.client
+
+    def recording(self: Aws, service: str, **kwargs: Any) -> Any:
+        client = make_client(self, service, **kwargs)
+
+        def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+            if model.name == operation:
+                sent.append(params)
+
+        client.meta.events.register("provide-client-params.*.*", record)
+        return client
+
+    monkeypatch.setattr(Aws, "client", recording)
+    return sent
+
+
 def test_deploy_creates_everything(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     stubber = stubbed_provisioned(monkeypatch, 2)
-    out = io.StringIO()
+    created = requests_of(monkeypatch, "CreateFunction")
     summary = deploy(
         Aws(region=REGION),
         options(
@@ -63,11 +84,18 @@ def test_deploy_creates_everything(moto_server: str, monkeypatch: pytest.MonkeyP
             function_url=True,
             cors_allow_origin="https://app.example.com",
         ),
-        out,
     )
     stubber.assert_no_pending_responses()
-    assert json.loads(out.getvalue()) == summary
     assert summary["provisioned_status"] == "IN_PROGRESS"
+    assert created[0]["LoggingConfig"] == {
+        "LogFormat": "JSON",
+        "ApplicationLogLevel": "INFO",
+        "SystemLogLevel": "INFO",
+    }
+    group = boto3.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/dogbreed")
+    assert [(g["logGroupName"], g["retentionInDays"]) for g in group["logGroups"]] == [
+        ("/aws/lambda/dogbreed-client", 30)
+    ]
 
     lam = boto3.client("lambda", region_name=REGION)
     fn = lam.get_function(FunctionName="dogbreed-client")
@@ -75,11 +103,15 @@ def test_deploy_creates_everything(moto_server: str, monkeypatch: pytest.MonkeyP
     assert config["Handler"] == "handler.handler"
     assert config["Runtime"] in ("python3.11", "python3.12")
     assert config["Timeout"] == 90 and config["MemorySize"] >= 256
+    # One attempt of 3 s + 65 s (+ 2 s margin) fits in 90 s; two would not.
     assert config["Environment"]["Variables"] == {
         "ENDPOINT_NAME": "Dogbreed-Endpoint",
+        "ENDPOINT_CONNECT_TIMEOUT": "3",
         "ENDPOINT_READ_TIMEOUT": "65",
+        "ENDPOINT_MAX_ATTEMPTS": "1",
         "CORS_ALLOW_ORIGIN": "https://app.example.com",
     }
+    assert summary["timeouts"]["worst_case_s"] == 70
     assert config["Role"] == f"arn:aws:iam::{ACCOUNT}:role/dogbreed-client-role"
     alias = lam.get_alias(FunctionName="dogbreed-client", Name="live")
     assert alias["FunctionVersion"] == summary["version"] != "$LATEST"
@@ -105,9 +137,17 @@ def test_deploy_creates_everything(moto_server: str, monkeypatch: pytest.MonkeyP
     assert inline == execution_policy("dogbreed-client", "Dogbreed-Endpoint", REGION, ACCOUNT)
 
 
-def test_redeploy_updates_and_moves_the_alias(moto_server: str) -> None:
-    first = deploy(Aws(region=REGION), options(), io.StringIO())
-    second = deploy(Aws(region=REGION), options(memory=512, reserved_concurrency=3), io.StringIO())
+def test_redeploy_updates_and_moves_the_alias(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    updated = requests_of(monkeypatch, "UpdateFunctionConfiguration")
+    first = deploy(Aws(region=REGION), options())
+    changes = {"memory": 512, "reserved_concurrency": 3, "application_log_level": "WARN"}
+    second = deploy(Aws(region=REGION), options(log_retention_days=7, **changes))
+    assert updated[0]["LoggingConfig"]["ApplicationLogLevel"] == "WARN"
+    assert any("metrics stop" in note for note in second["notes"])
+    (group,) = boto3.client("logs").describe_log_groups()["logGroups"]
+    assert group["retentionInDays"] == 7
     assert int(second["version"]) > int(first["version"])
     lam = boto3.client("lambda", region_name=REGION)
     assert (
@@ -183,16 +223,13 @@ def test_deployer_policy_covers_every_call_deploy_makes(
     monkeypatch.setattr(Aws, "client", recording)
     for _ in range(2):  # create, then the update path
         stubbed_provisioned(monkeypatch, 1)
-        deploy(
-            Aws(region=REGION),
-            options(provisioned_concurrency=1, function_url=True),
-            io.StringIO(),
-        )
+        deploy(Aws(region=REGION), options(provisioned_concurrency=1, function_url=True))
     # The stubbed client is not made by Aws.client: the dry-run test checks that call.
     calls.add("lambda:PutProvisionedConcurrencyConfig")
     assert {"lambda:CreateFunction", "lambda:UpdateFunctionCode", "lambda:UpdateAlias"} <= calls
+    assert {"logs:CreateLogGroup", "logs:PutRetentionPolicy"} <= calls
 
-    text = (lambda_deploy.REPO / "iam" / "lambda-deployer-policy.json").read_text()
+    text = (REPO / "iam" / "lambda-deployer-policy.json").read_text()
     policy = json.loads(
         string.Template(text).substitute(
             PARTITION="aws",
@@ -217,7 +254,10 @@ def test_deployer_policy_covers_every_call_deploy_makes(
     [
         ({"provisioned_concurrency": 3, "reserved_concurrency": 2}, "cannot exceed"),
         ({"reserved_concurrency": 0}, "at least 1"),
-        ({"timeout": 30}, "must exceed"),
+        ({"timeout": 30, "endpoint_read_timeout": 65}, "more than --timeout 30 s"),
+        ({"endpoint_max_attempts": 2}, "2 attempt(s) x (3 s connect + 65 s read) needs up to 139"),
+        ({"api_gateway": True, "timeout": 60}, "behind API Gateway"),
+        ({"log_retention_days": 10}, "--log-retention-days must be one of"),
         ({"memory": 64}, "--memory"),
         ({"function_name": "bad name!"}, "invalid function name"),
         ({"endpoint_name": "bad_endpoint"}, "endpoint name"),
@@ -225,8 +265,23 @@ def test_deployer_policy_covers_every_call_deploy_makes(
     ],
 )
 def test_bad_options_are_refused_before_any_call(changes: dict, message: str) -> None:
-    with pytest.raises(AwsError, match=message):
+    with pytest.raises(UsageError, match=re.escape(message)):
         options(**changes).check()
+
+
+def test_behind_api_gateway_the_timeouts_fit_its_29_s() -> None:
+    opts = options(api_gateway=True)
+    opts.check()
+    assert (opts.timeout, opts.endpoint_read_timeout, opts.endpoint_max_attempts) == (29, 24, 1)
+    assert opts.worst_case(1) == 29  # 3 s connect + 24 s read + 2 s margin
+    # Short reads leave room for retries: 3 x (3 + 5) + back-off 1 + 2 + margin 2 = 29.
+    shorter = options(timeout=30)  # a shorter function timeout: the read time-out follows
+    shorter.check()
+    assert (shorter.endpoint_read_timeout, shorter.endpoint_max_attempts) == (25, 1)
+    quick = options(api_gateway=True, endpoint_read_timeout=5)
+    quick.check()
+    assert quick.endpoint_max_attempts == 3
+    assert quick.timeouts()["behind"] == "API Gateway (29 s)"
 
 
 def test_cli_dry_run_prints_the_calls_and_needs_no_aws(
@@ -245,6 +300,8 @@ def test_cli_dry_run_prints_the_calls_and_needs_no_aws(
         "CreateRole",
         "PutRolePolicy",
         "CreateFunction",
+        "CreateLogGroup",
+        "PutRetentionPolicy",
         "PublishVersion",
         "CreateAlias",
         "PutFunctionConcurrency",
@@ -253,7 +310,11 @@ def test_cli_dry_run_prints_the_calls_and_needs_no_aws(
     ]
     create = calls[3]["params"]
     assert create["Timeout"] == 90 and create["Handler"] == "handler.handler"
-    assert calls[7]["params"] == {
+    assert calls[5]["params"] == {
+        "logGroupName": "/aws/lambda/dogbreed-client",
+        "retentionInDays": 30,
+    }
+    assert calls[9]["params"] == {
         "FunctionName": "dogbreed-client",
         "Qualifier": "live",
         "ProvisionedConcurrentExecutions": 2,
@@ -267,7 +328,7 @@ def test_cli_refuses_provisioned_above_reserved(
         "lambda deploy --function-name f --endpoint-name e --reserved-concurrency 1 "
         "--provisioned-concurrency 2 --dry-run --region us-east-1"
     ).split()
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "cannot exceed" in err
 
@@ -289,7 +350,7 @@ def test_package_is_reproducible(tmp_path, capsys: pytest.CaptureFixture[str]) -
 
 def test_wrapper_script_passes_every_flag(aws_env: None) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    script = lambda_deploy.REPO / "scripts" / "deploy_lambda.sh"
+    script = REPO / "scripts" / "deploy_lambda.sh"
     argv = "--function-name fn --endpoint-name ep --alias prod --dry-run --region us-east-1"
     done = subprocess.run(
         [str(script), *argv.split()], env=env, capture_output=True, text=True, timeout=120

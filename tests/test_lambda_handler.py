@@ -13,6 +13,8 @@ import base64
 import copy
 import io
 import json
+import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -184,6 +186,26 @@ def test_alb_event(lam: ModuleType) -> None:
     status, _, result = call(lam, event("alb", b64(jpeg_bytes()), True))
     assert status == 200
     assert_top_k(result, 2)
+    answer = lam.handler(event("alb", b64(jpeg_bytes()), True), LambdaContext())
+    assert answer["statusDescription"] == "200 OK"
+
+
+def test_alb_with_multi_value_headers_gets_them_back(lam: ModuleType) -> None:
+    # A target group with lambda.multi_value_headers.enabled sends only the multi-value maps
+    # and reads only `multiValueHeaders` from the answer.
+    evt = event("alb", b64(jpeg_bytes()), True)
+    evt["multiValueHeaders"] = {k: [v] for k, v in evt.pop("headers").items()}
+    evt["multiValueQueryStringParameters"] = {"top_k": ["3"]}
+    del evt["queryStringParameters"]
+    answer = lam.handler(evt, LambdaContext())
+    assert answer["statusCode"] == 200 and answer["statusDescription"] == "200 OK"
+    assert "headers" not in answer
+    assert answer["multiValueHeaders"]["Content-Type"] == ["application/json"]
+    assert_top_k(json.loads(answer["body"]), 3)
+    evt["httpMethod"] = "GET"
+    refused = lam.handler(evt, LambdaContext())
+    assert refused["statusDescription"] == "405 Method Not Allowed"
+    assert refused["multiValueHeaders"]["Allow"] == ["POST, OPTIONS"]
 
 
 def test_no_content_type_sniffs_json_or_image(lam: ModuleType) -> None:
@@ -427,6 +449,70 @@ def test_logs_are_json_with_the_request_id(
     assert final["request_id"] == LambdaContext.aws_request_id
     assert final["status"] == 200 and final["top_k"] == 2
     assert final["latency_ms"] >= final["endpoint_ms"] > 0
+    # Lambda's JSON log format reads an RFC 3339 `timestamp` and filters on `level`.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", final["timestamp"])
+    assert final["level"] == "INFO"
+
+
+def emf_metrics(record: dict[str, Any]) -> dict[tuple[str, ...], dict[str, float]]:
+    """Check `record` against the Embedded Metric Format spec; {dimension set: {metric: value}}."""
+    meta = record["_aws"]
+    assert isinstance(meta["Timestamp"], int) and meta["Timestamp"] > 1_600_000_000_000
+    found: dict[tuple[str, ...], dict[str, float]] = {}
+    for directive in meta["CloudWatchMetrics"]:
+        assert directive["Namespace"] == "dogbreed"
+        for dimensions in directive["Dimensions"]:
+            assert all(isinstance(record[d], str) for d in dimensions)
+            values = {}
+            for metric in directive["Metrics"]:
+                assert metric["Unit"] in ("Milliseconds", "Count")
+                value = record[metric["Name"]]
+                assert isinstance(value, int | float) and not isinstance(value, bool)
+                values[metric["Name"]] = value
+            found[tuple(record[d] for d in dimensions)] = values
+    return found
+
+
+def test_each_request_line_is_an_embedded_metric_format_record(
+    lam: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "dogbreed-client")
+    capsys.readouterr()
+    call(lam, {"image_base64": b64(jpeg_bytes())})
+    call(lam, {"image_base64": "%%%"})  # 400: no endpoint call, so no endpoint time
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    ok, bad = [r for r in lines if r["message"] == "request"]
+    good = emf_metrics(ok)
+    assert set(good) == {("dogbreed-client",), ("dogbreed-client", "2xx")}
+    assert good[("dogbreed-client", "2xx")]["EndpointLatency"] == ok["endpoint_ms"]
+    assert good[("dogbreed-client",)]["Latency"] == ok["latency_ms"]
+    assert good[("dogbreed-client",)]["Requests"] == 1
+    refused = emf_metrics(bad)
+    assert set(refused[("dogbreed-client", "4xx")]) == {"Latency", "Requests"}
+    monkeypatch.setenv("METRICS_NAMESPACE", "")
+    call(lam, {"image_base64": b64(jpeg_bytes())})
+    last = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert "_aws" not in last
+
+
+@pytest.mark.parametrize("cause", ["connection refused", "DNS failure"])
+def test_unreachable_endpoint_is_503_not_500(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, cause: str
+) -> None:
+    # No stand-in at all: nothing listens on port 9 (discard) of loopback, or the name does
+    # not resolve (getaddrinfo fails as it does for an unknown host).
+    url = "http://127.0.0.1:9" if cause == "connection refused" else "http://runtime.invalid"
+    if cause == "DNS failure":
+
+        def no_such_host(*args: object, **kwargs: object) -> None:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+        monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    monkeypatch.setenv("ENDPOINT_NAME", ENDPOINT)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", url)
+    monkeypatch.setenv("ENDPOINT_MAX_ATTEMPTS", "1")
+    status, _, body = call(load_handler(), {"image_base64": b64(jpeg_bytes())})
+    assert (status, body["error"]) == (503, "endpoint_unreachable")
 
 
 def test_client_is_created_once_per_container(lam: ModuleType) -> None:

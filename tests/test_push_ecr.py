@@ -7,6 +7,7 @@ moto cannot take layer uploads, so `ECR_REGISTRY_OVERRIDE` points `docker push` 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -106,7 +107,7 @@ def test_push_creates_repository_and_pushes_pullable_image(
         "ECR_REGISTRY_OVERRIDE": registry,
         "DOCKER_CONFIG": str(tmp_path / "docker-config"),  # docker login writes here
     }
-    result = run_script(tiny_image, "dogbreed-serve", "1.0.0", env=env)
+    result = run_script("--keep", "5", tiny_image, "dogbreed-serve", "1.0.0", env=env)
     assert result.returncode == 0, result.stderr
     uris = result.stdout.split()
     # Other commits may land meanwhile: check the tag names a real commit of this repository.
@@ -122,6 +123,17 @@ def test_push_creates_repository_and_pushes_pullable_image(
     ]
     assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
     assert repo["imageTagMutability"] == "IMMUTABLE"
+    policy = boto3.client("ecr").get_lifecycle_policy(repositoryName="dogbreed-serve")
+    rules = {
+        r["rulePriority"]: r["selection"]
+        for r in json.loads(policy["lifecyclePolicyText"])["rules"]
+    }
+    # Release tags first (an image matched by a rule is out of reach of the lower ones), then
+    # untagged and git-* builds, each beyond the newest --keep expired.
+    assert rules[1]["tagPatternList"] == ["*.*"]
+    assert (rules[2]["tagStatus"], rules[2]["countNumber"]) == ("untagged", 5)
+    assert (rules[3]["tagPatternList"], rules[3]["countNumber"]) == (["git-*"], 5)
+    assert "lifecycle policy on dogbreed-serve" in result.stderr
     tags = urllib.request.urlopen(f"http://{registry}/v2/dogbreed-serve/tags/list").read()
     assert b"1.0.0" in tags and revision.encode() in tags
     # Pull it back through docker after dropping the local tags.
@@ -138,6 +150,7 @@ def test_push_creates_repository_and_pushes_pullable_image(
     again = run_script(tiny_image, "dogbreed-serve", env=env)
     assert again.returncode == 0, again.stderr
     assert "created repository" not in again.stderr
+    assert "lifecycle policy" not in again.stderr  # there already: left as it is
 
 
 @pytest.mark.docker
@@ -150,6 +163,8 @@ def test_push_errors_are_clear(moto_server: str, tmp_path: Path) -> None:
     assert bad.returncode == 1 and "invalid repository name" in bad.stderr
     usage = run_script("only-one-arg", env=env)
     assert usage.returncode == 2 and "Usage: scripts/push_ecr.sh" in usage.stderr
+    keep = run_script("--keep", "0", "x", "dogbreed-serve", env=env)
+    assert keep.returncode == 2 and "--keep takes a count" in keep.stderr
 
 
 @pytest.mark.docker
@@ -171,6 +186,11 @@ def test_dry_run_prints_commands_and_calls_nothing(aws_env: None) -> None:
     assert "--image-scanning-configuration scanOnPush=true --image-tag-mutability IMMUTABLE" in (
         commands
     )
+    lifecycle = "+ aws ecr get-lifecycle-policy --region eu-west-1 --repository-name dogbreed-serve"
+    assert f"{lifecycle} || aws ecr put-lifecycle-policy" in commands
+    assert '"tagPatternList":["git-*"],"countType":"imageCountMoreThan","countNumber":20' in (
+        commands
+    )  # the default --keep
     registry = "ACCOUNT_ID.dkr.ecr.eu-west-1.amazonaws.com"
     assert f"docker login --username AWS --password-stdin {registry}" in commands
     assert f"+ docker push {registry}/dogbreed-serve:2.0" in lines

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from dogbreed.data.sample import generate_sample
+from dogbreed.train.checkpoint import load_checkpoint
 
 EPOCHS = 3
 FLAGS = f"--backbone resnet18 --image-size 64 --epochs {EPOCHS} --batch-size 8 --workers 0"
@@ -100,7 +100,7 @@ def test_sigterm_checkpoints_mid_epoch_and_the_rerun_resumes(
     reason = (tmp_path / "output" / "failure").read_text()
     assert "stopped by SIGTERM" in reason and "rerun to resume" in reason
     assert not (tmp_path / "model").exists()
-    state = torch.load(checkpoint, weights_only=False)["state"]
+    state = load_checkpoint(checkpoint.parent)["state"]  # weights_only=True, as on resume
     assert state["epoch"] >= 2
     assert [h["epoch"] for h in state["history"]] == list(range(1, state["epoch"]))
     assert list(checkpoint.parent.iterdir()) == [checkpoint]  # no temporary file left over
@@ -120,7 +120,7 @@ def test_sigkill_loses_at_most_the_current_epoch(small_data: Path, tmp_path: Pat
     _wait_for_checkpoint(proc, checkpoint)
     proc.kill()  # no chance to write anything: the per-epoch checkpoint is all there is
     proc.communicate(timeout=60)
-    state = torch.load(checkpoint, weights_only=False)["state"]
+    state = load_checkpoint(checkpoint.parent)["state"]
     assert state["step"] == 0  # epoch-boundary checkpoint
 
     _check_completed(tmp_path, _finish_run(small_data, tmp_path), state["epoch"], 0)

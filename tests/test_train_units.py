@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
@@ -149,16 +152,85 @@ def test_failure_reason_is_capped_at_1024(tmp_path: Path) -> None:
 def test_checkpoint_round_trip_restores_rng(tmp_path: Path) -> None:
     assert checkpoint.load_checkpoint(tmp_path) is None
     model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()  # optimizer state with tensors and step counts
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(10, 2))
     checkpoint.seed_everything(5)
     saved_rng = checkpoint.rng_state()
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
-    checkpoint.save_checkpoint(tmp_path, {"model": model.state_dict(), "rng": saved_rng, "n": 3})
+    state = {"epoch": 2, "best_loss": math.inf, "best_weights": model.state_dict(), "history": []}
+    checkpoint.save_checkpoint(
+        tmp_path,
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+         "scheduler": scheduler.state_dict(), "state": state, "rng": [saved_rng]},
+    )  # fmt: skip
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
-    loaded = checkpoint.load_checkpoint(tmp_path)
-    assert loaded is not None and loaded["n"] == 3
+    loaded = checkpoint.load_checkpoint(tmp_path)  # weights_only=True: our types pass it
+    assert loaded is not None and loaded["state"]["epoch"] == 2
     assert torch.equal(loaded["model"]["weight"], model.weight)
-    checkpoint.set_rng_state(loaded["rng"])
+    optimizer.load_state_dict(loaded["optimizer"])
+    scheduler.load_state_dict(loaded["scheduler"])
+    checkpoint.set_rng_state(loaded["rng"][0])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+class _RunsCode:
+    """What a tampered checkpoint could carry: unpickling it runs a command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def _checkpoint_with(state: object) -> dict[str, object]:
+    return {"model": {}, "optimizer": {}, "scheduler": {}, "state": state, "rng": []}
+
+
+@pytest.mark.parametrize(
+    ("write", "reason"),
+    [
+        (lambda f, tmp: torch.save(_checkpoint_with(_RunsCode(tmp / "ran")), f),
+         r"holds objects a dogbreed checkpoint never holds \(posix\.system\); refused"),
+        (lambda f, tmp: torch.save(_checkpoint_with(np.zeros(3)), f),  # numpy: not ours
+         r"never holds \(numpy\._core\.multiarray\._reconstruct, numpy\.dtype, numpy\.ndarray\)"),
+        (lambda f, tmp: f.write(b"PK\x03\x04 not really a zip"),
+         r"is not a complete torch\.save archive"),
+        (lambda f, tmp: torch.save({"model": {}}, f),
+         r"lacks optimizer, rng, scheduler, state"),
+        (lambda f, tmp: torch.save(torch.zeros(2), f), r"lacks model, optimizer"),
+    ],
+    ids=["runs-code", "numpy-array", "not-a-zip", "missing-keys", "not-a-dict"],
+)  # fmt: skip
+def test_a_foreign_checkpoint_is_refused(
+    tmp_path: Path, write: Callable[[IO[bytes], Path], object], reason: str
+) -> None:
+    (tmp_path / "c").mkdir()
+    with open(tmp_path / "c" / "last.pt", "wb") as f:
+        write(f, tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match=reason + ".*use another --checkpoint"):
+        checkpoint.load_checkpoint(tmp_path / "c")
+    assert not (tmp_path / "ran").exists()  # nothing in the file was executed
+
+
+def test_a_checkpoint_that_runs_code_fails_the_job_with_exit_2(tmp_path: Path) -> None:
+    from dogbreed.cli import main
+
+    data = generate_sample(tmp_path / "data", classes=2, per_class=2, seed=3)
+    torch.save(_checkpoint_with(_RunsCode(tmp_path / "ran")), tmp_path / "last.pt")
+    (tmp_path / "c").mkdir()
+    os.replace(tmp_path / "last.pt", tmp_path / "c" / "last.pt")  # as S3 would sync it in
+    flags = "--backbone resnet18 --image-size 32 --batch-size 4 --epochs 1 --workers 0"
+    argv = ["train", "--data", str(data), "--model-dir", str(tmp_path / "m"),
+            "--output-dir", str(tmp_path / "o"), "--checkpoint-dir", str(tmp_path / "c"),
+            *flags.split()]  # fmt: skip
+    assert main(argv) == 2
+    reason = (tmp_path / "o" / "failure").read_text()
+    assert reason.startswith(f"CheckpointError: {tmp_path / 'c' / 'last.pt'} holds objects")
+    assert "posix.system" in reason and "weights_only" not in reason
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "m").exists()
 
 
 def test_warmup_then_cosine() -> None:
@@ -191,6 +263,34 @@ def test_single_process_needs_no_process_group(monkeypatch: pytest.MonkeyPatch) 
     values = torch.tensor([1.0, 2.0])
     assert torch.equal(distributed.all_reduce_sum(values, info), values)
     assert distributed.any_true(True, info) and not distributed.any_true(False, info)
+
+
+def test_a_broken_connection_is_a_lost_peer_with_a_plain_reason() -> None:
+    gloo = RuntimeError(
+        "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection "
+        "closed by peer [10.0.0.2]:4321. This is typically caused by a remote worker crashing."
+    )
+    lost = distributed.lost_peer(gloo)
+    assert lost is not None
+    assert str(lost).startswith(
+        "lost contact with another process of this job (Connection closed by peer "
+        "[10.0.0.2]:4321): another host crashed, was stopped or lost the network"
+    )
+    assert distributed.lost_peer(RuntimeError("CUDA out of memory")) is None
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "nan"])
+def test_a_bad_peer_timeout_is_a_config_error(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(distributed.ENV_PEER_TIMEOUT, value)
+    with pytest.raises(ConfigError, match="DOGBREED_PEER_TIMEOUT must be a number of seconds > 0"):
+        distributed.peer_timeout()
+
+
+def test_the_peer_timeout_defaults_to_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(distributed.ENV_PEER_TIMEOUT, raising=False)
+    assert distributed.peer_timeout() == 60
+    monkeypatch.setenv(distributed.ENV_PEER_TIMEOUT, "7.5")
+    assert distributed.peer_timeout() == 7.5
 
 
 # --- metric lines ------------------------------------------------------------------------
@@ -246,7 +346,12 @@ def test_report_callback_is_called_and_its_exception_propagates(tmp_path: Path) 
 def _saved(cfg: TrainConfig, world_size: int = 1) -> dict[str, object]:
     from dataclasses import asdict
 
-    return {"config": asdict(cfg), "classes": ["a", "b"], "world_size": world_size}
+    return {
+        **_checkpoint_with({}),
+        "config": asdict(cfg),
+        "classes": ["a", "b"],
+        "world_size": world_size,
+    }
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ import importlib
 import logging
 import sys
 
+from dogbreed import __version__
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("dogbreed.train.cli", "train a model (SageMaker `train` contract or local flags)"),
@@ -28,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser; only `command`'s module is imported (all of them when it is None)."""
     parser = argparse.ArgumentParser(prog="dogbreed", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"dogbreed {__version__}")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():

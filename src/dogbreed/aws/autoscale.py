@@ -3,7 +3,8 @@
 The target value is invocations per instance PER MINUTE. It should come from a measurement:
 `dogbreed loadtest` prints `max_rps x safety_factor x 60` for one serving container (AWS's rule).
 `suspend`/`restore` let `deploy` change the instance type of an autoscaled variant, which AWS
-refuses while the variant is a registered scalable target.
+refuses while the variant is a registered scalable target. A serverless variant has no
+instances to scale: it scales itself up to its MaxConcurrency, so it is refused here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dogbreed.aws.clients import Aws, AwsError, add_aws_arguments, aws_command, aws_from_args
+from dogbreed.aws.clients import (
+    Aws,
+    AwsError,
+    UsageError,
+    add_aws_arguments,
+    aws_command,
+    aws_from_args,
+    emit,
+)
 from dogbreed.aws.common import describe_endpoint
 
 log = logging.getLogger(__name__)
@@ -73,14 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def target_from(args: argparse.Namespace) -> float:
     if args.loadtest_json is None:
         if args.target is None or args.target <= 0:
-            raise AwsError("--target (or --loadtest-json) is required: run `dogbreed loadtest`")
+            raise UsageError("--target (or --loadtest-json) is required: run `dogbreed loadtest`")
         return args.target
     try:
         value = json.loads(args.loadtest_json.read_text())["autoscaling_target"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise AwsError(f"{args.loadtest_json}: no loadtest result ({exc})") from None
+        raise UsageError(f"{args.loadtest_json}: no loadtest result ({exc})") from None
     if not isinstance(value, int | float) or value <= 0:
-        raise AwsError(f"{args.loadtest_json}: autoscaling_target must be positive")
+        raise UsageError(f"{args.loadtest_json}: autoscaling_target must be positive")
     return float(value)
 
 
@@ -92,9 +101,16 @@ def check_variant(sm: Any, endpoint: str, variant: str) -> None:
     status = described["EndpointStatus"]
     if status != "InService":
         raise AwsError(f"endpoint {endpoint!r} is {status}: autoscaling needs it InService")
-    names = [v["VariantName"] for v in described.get("ProductionVariants", [])]
-    if variant not in names:
-        raise AwsError(f"endpoint {endpoint!r} has no variant {variant!r} (it has {names})")
+    variants = {v["VariantName"]: v for v in described.get("ProductionVariants", [])}
+    if variant not in variants:
+        raise AwsError(
+            f"endpoint {endpoint!r} has no variant {variant!r} (it has {list(variants)})"
+        )
+    if "CurrentServerlessConfig" in variants[variant]:
+        raise AwsError(
+            f"variant {variant!r} of {endpoint!r} is serverless: it has no instances to scale and "
+            "scales itself up to its MaxConcurrency (set it with `deploy --serverless-concurrency`)"
+        )
 
 
 def policy_configuration(target: float, scale_in: int, scale_out: int) -> dict[str, Any]:
@@ -175,33 +191,34 @@ def restore(aas: Any, rid: str, scaling: Scaling) -> None:
 def main(args: argparse.Namespace) -> int:
     aws: Aws = aws_from_args(args)
     rid = resource_id(args.endpoint_name, args.variant_name)
-    if not args.off:
-        target = target_from(args)
-        if not 1 <= args.min <= args.max:
-            raise AwsError(f"need 1 <= --min ({args.min}) <= --max ({args.max})")
+    document: dict[str, Any] = {"resource_id": rid, "autoscaling": not args.off}
     aas = aws.client("application-autoscaling")
     if args.off:
         scaling = None if aws.dry_run else current(aas, rid)
         if scaling:
             remove(aas, rid, scaling)
-            print(f"autoscaling removed from {rid}")
-        elif not aws.dry_run:
-            print(f"{rid} was not registered for autoscaling")
+        document["removed"] = bool(scaling)
+        line = (
+            f"autoscaling removed from {rid}"
+            if scaling
+            else f"{rid} was not registered for autoscaling"
+        )
+        emit(args, aws, document, [line])
         return 0
+    target = target_from(args)
+    if not 1 <= args.min <= args.max:
+        raise UsageError(f"need 1 <= --min ({args.min}) <= --max ({args.max})")
     if not aws.dry_run:
         check_variant(aws.client("sagemaker"), args.endpoint_name, args.variant_name)
     # The target must exist before its policy (AWS checks; moto does not).
     register(aas, rid, args.min, args.max)
-    put_policy(
-        aas,
-        rid,
-        args.policy_name,
-        policy_configuration(target, args.scale_in_cooldown, args.scale_out_cooldown),
+    configuration = policy_configuration(target, args.scale_in_cooldown, args.scale_out_cooldown)
+    put_policy(aas, rid, args.policy_name, configuration)
+    document.update(min=args.min, max=args.max, policy=args.policy_name, **configuration)
+    line = (
+        f"autoscaling {rid}: {args.min}-{args.max} instances, target {target:g} "
+        f"invocations/instance/minute, cooldowns in {args.scale_in_cooldown} s / out "
+        f"{args.scale_out_cooldown} s"
     )
-    if not aws.dry_run:
-        print(
-            f"autoscaling {rid}: {args.min}-{args.max} instances, target {target:g} "
-            f"invocations/instance/minute, cooldowns in {args.scale_in_cooldown} s / out "
-            f"{args.scale_out_cooldown} s"
-        )
+    emit(args, aws, document, [line])
     return 0

@@ -2,18 +2,23 @@
 
 API (import nothing heavy: boto3 is imported only when a client is made):
 
-    add_aws_arguments(parser)      adds --region, --profile, --dry-run to a subcommand
+    add_aws_arguments(parser)      adds --region, --profile, --dry-run and --output to a subcommand
     aws_from_args(args) -> Aws     the session those flags describe
+    OutputFlag                     the `--output text|json` action (train/tune: also the S3 path)
+    emit(args, aws, doc, lines)    a command's result: text lines, or ONE JSON document
+    progress_out(args)             where progress lines go (stderr with --output json)
     Aws(region, profile, dry_run, out).client("sagemaker", read_timeout=...) -> botocore client
         With dry_run the client makes no request at all: each call is validated against the
         service model as usual, printed to `out` as one JSON line
         {"service": ..., "operation": ..., "params": {...}} and answered with `{}`.
         `Aws.dry_run` tells callers to skip waits and existence checks (nothing exists).
-    AwsError                       one-line message meant for the user
+    AwsError                       one-line message meant for the user (exit status 1)
+    UsageError                     a bad flag or value, found before any call (exit status 2)
     translate(exc) -> AwsError     botocore/boto3 exception -> AwsError (permissions,
                                    missing resources, quotas, credentials, region, waiters)
     aws_command(main)              decorator for `main(args) -> int`: prints `error: ...` to
-                                   stderr and returns 1 on AwsError or a botocore exception
+                                   stderr and returns 2 on UsageError, 1 on AwsError or a
+                                   botocore exception
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -69,11 +74,44 @@ CREDENTIAL_CODES = {
 }
 
 
+OUTPUT_FORMATS = ("text", "json")
+
+
 class AwsError(RuntimeError):
     """An AWS failure explained in one line for the person at the terminal."""
 
 
-def add_aws_arguments(parser: argparse.ArgumentParser) -> None:
+class UsageError(AwsError):
+    """Bad input (a flag, a value, a file), found before anything is sent: exit status 2."""
+
+
+class OutputFlag(argparse.Action):
+    """`--output text|json`: how the result is printed, as the AWS CLI spells it.
+
+    Where `--output` already names something else (`train`/`tune`: the job's S3 output path),
+    the one flag takes both, `--output s3://b/jobs --output json`: a format word is never an
+    S3 URI, so the value says which it is.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if values in OUTPUT_FORMATS:
+            namespace.output_format = values
+        elif self.dest == "output_format":
+            parser.error(f"argument --output: choose text or json, not {values!r}")
+        else:
+            setattr(namespace, self.dest, values)
+
+
+def add_aws_arguments(parser: argparse.ArgumentParser, *, output_flag: bool = True) -> None:
+    """--region, --profile, --dry-run, and --output unless the command defines its own
+    (`output_flag=False`: it then uses OutputFlag itself)."""
+    parser.set_defaults(output_format="text")
     group = parser.add_argument_group("AWS")
     group.add_argument(
         "--region", help="AWS region (default: AWS_DEFAULT_REGION, AWS_REGION, the profile's)"
@@ -84,6 +122,14 @@ def add_aws_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the API calls as JSON lines instead of making them (needs no credentials)",
     )
+    if output_flag:
+        group.add_argument(
+            "--output",
+            dest="output_format",
+            action=OutputFlag,
+            metavar="{text,json}",
+            help="json: one JSON document on stdout (names, ARNs, status, URIs) for scripts",
+        )
 
 
 @dataclass
@@ -92,6 +138,9 @@ class Aws:
     profile: str | None = None
     dry_run: bool = False
     out: IO[str] = field(default_factory=lambda: sys.stdout)
+    # Dry run: every call is kept here too; printed as it happens only when `echo` is set.
+    echo: bool = True
+    calls: list[dict[str, Any]] = field(default_factory=list)
 
     @functools.cached_property
     def session(self) -> Any:
@@ -144,7 +193,9 @@ class Aws:
                 "operation": model.name,
                 "params": context.get("dogbreed_params", {}),
             }
-            print(json.dumps(record, default=_json_default, sort_keys=True), file=self.out)
+            self.calls.append(record)
+            if self.echo:
+                print(json.dumps(record, default=_json_default, sort_keys=True), file=self.out)
             return AWSResponse("dry-run", 200, {}, None), {}
 
         client.meta.events.register("before-parameter-build.*.*", remember)
@@ -160,7 +211,32 @@ def _json_default(value: Any) -> Any:
 
 
 def aws_from_args(args: argparse.Namespace) -> Aws:
-    return Aws(region=args.region, profile=args.profile, dry_run=args.dry_run)
+    # With --output json the dry run's calls go into the one document instead of JSON lines.
+    return Aws(
+        region=args.region,
+        profile=args.profile,
+        dry_run=args.dry_run,
+        echo=args.output_format != "json",
+    )
+
+
+def progress_out(args: argparse.Namespace) -> IO[str]:
+    """Status and log lines while a command runs: stderr when stdout is for the JSON result."""
+    return sys.stderr if args.output_format == "json" else sys.stdout
+
+
+def emit(
+    args: argparse.Namespace, aws: Aws, document: dict[str, Any], lines: Iterable[str]
+) -> None:
+    """The result: `lines` for people (none in a dry run: its calls were the output), or
+    `document` as ONE JSON document with `--output json` (a dry run adds its calls)."""
+    if args.output_format == "json":
+        if aws.dry_run:
+            document = {**document, "dry_run": True, "calls": aws.calls}
+        print(json.dumps(document, default=_json_default, sort_keys=True))
+    elif not aws.dry_run:
+        for line in lines:
+            print(line)
 
 
 def _hint_for(code: str, message: str) -> str | None:
@@ -214,7 +290,8 @@ def translate(exc: BaseException) -> AwsError:
 
 
 def aws_command(main: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn AWS failures into `error: <one line>` on stderr and exit status 1."""
+    """Turn failures into `error: <one line>` on stderr: exit status 2 for bad input, 1 for
+    AWS failures."""
 
     @functools.wraps(main)
     def wrapper(args: argparse.Namespace) -> int:
@@ -222,6 +299,9 @@ def aws_command(main: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
         try:
             return main(args)
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         except (AwsError, bex.BotoCoreError, bex.ClientError) as exc:
             print(f"error: {translate(exc)}", file=sys.stderr)
             return 1

@@ -7,7 +7,7 @@ import re
 import time
 from typing import Any
 
-from dogbreed.aws.clients import AwsError
+from dogbreed.aws.clients import UsageError
 
 # SageMaker resource names: letters, digits and single hyphens, at most 63 characters.
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -18,7 +18,7 @@ TAG_KEY = "dogbreed:endpoint"
 
 def check_name(name: str, what: str) -> str:
     if not NAME_PATTERN.match(name):
-        raise AwsError(
+        raise UsageError(
             f"invalid {what} {name!r}: use letters, digits and hyphens, at most {MAX_NAME} "
             "characters, starting and ending with a letter or digit"
         )
@@ -34,7 +34,7 @@ def unique_name(base: str, now: float | None = None) -> str:
 
 def check_s3_uri(uri: str, what: str) -> str:
     if not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", uri):
-        raise AwsError(
+        raise UsageError(
             f"{what} must be an S3 URI like s3://bucket/prefix (bucket: 3-63 characters), "
             f"not {uri!r}"
         )
@@ -47,7 +47,7 @@ def parse_pairs(items: list[str] | None, what: str) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise AwsError(f"{what} must look like KEY=VALUE, not {item!r}")
+            raise UsageError(f"{what} must look like KEY=VALUE, not {item!r}")
         pairs[key] = value
     return pairs
 

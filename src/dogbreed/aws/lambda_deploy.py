@@ -1,9 +1,13 @@
-"""`dogbreed lambda deploy|package`: ship lambda/handler.py in front of a SageMaker endpoint.
+"""`dogbreed lambda deploy|package`: ship the Lambda client (lambda/handler.py) in front of a
+SageMaker endpoint.
 
 deploy: zip -> execution role (trust lambda.amazonaws.com; InvokeEndpoint on ONE endpoint ARN
-and the function's own log group) -> create or update the function -> publish a version ->
+and the function's own log group) -> create or update the function (JSON logs at a level,
+timeouts that fit the path in front of it) -> its log group's retention -> publish a version ->
 point the alias at it -> reserved concurrency (function) and provisioned concurrency (alias)
 -> optional Function URL with AWS_IAM auth. Every step is idempotent: run it again to update.
+The handler and the policy documents are package data (dogbreed/aws/assets), so an installed
+wheel deploys as a checkout does.
 """
 
 from __future__ import annotations
@@ -14,20 +18,27 @@ import io
 import json
 import re
 import string
-import sys
 import time
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from dogbreed.aws.clients import Aws, AwsError, add_aws_arguments, aws_command, aws_from_args
+from dogbreed.aws.clients import (
+    Aws,
+    AwsError,
+    UsageError,
+    add_aws_arguments,
+    aws_command,
+    aws_from_args,
+    emit,
+)
 from dogbreed.aws.common import check_name, comma_list
 
-REPO = Path(__file__).resolve().parents[3]
-HANDLER_FILE = REPO / "lambda" / "handler.py"
-TRUST_POLICY_FILE = REPO / "iam" / "lambda-trust-policy.json"
-EXECUTION_POLICY_FILE = REPO / "iam" / "lambda-execution-policy.json"
+ASSETS = Path(__file__).resolve().parent / "assets"
+HANDLER_FILE = ASSETS / "lambda-function" / "handler.py"
+TRUST_POLICY_FILE = ASSETS / "iam" / "lambda-trust-policy.json"
+EXECUTION_POLICY_FILE = ASSETS / "iam" / "lambda-execution-policy.json"
 INLINE_POLICY_NAME = "invoke-endpoint-and-own-logs"
 RUNTIMES = ("python3.12", "python3.11", "python3.13")
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -36,6 +47,25 @@ ALIAS_NAME = re.compile(r"^(?!^[0-9]+$)[a-zA-Z0-9_-]{1,128}$")
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 # A new role takes a few seconds before Lambda may assume it.
 ROLE_PROPAGATION_S = 60.0
+# API Gateway ends an integration after 29 s, whatever the function does.
+API_GATEWAY_LIMIT_S = 29
+# Time the handler needs besides the endpoint call (a cold start's boto3 import, parsing).
+HANDLER_MARGIN_S = 2
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+# The values CloudWatch Logs accepts for a log group's retention.
+RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+                  2192, 2557, 2922, 3288, 3653)  # fmt: skip
+
+
+def retry_backoff_s(attempts: int) -> int:
+    """The longest total wait between `attempts` tries in botocore's standard retry mode: at
+    most min(2**(n-1), 20) s after try n (throttling scale; jitter only shortens it)."""
+    return sum(min(2 ** (n - 1), 20) for n in range(1, attempts))
+
+
+def worst_case_s(connect: int, read: int, attempts: int) -> int:
+    """How long the handler can spend on an endpoint that never answers, margin included."""
+    return attempts * (connect + read) + retry_backoff_s(attempts) + HANDLER_MARGIN_S
 
 
 @dataclass
@@ -47,53 +77,120 @@ class DeployOptions:
     runtime: str = "python3.12"
     architecture: str = "arm64"
     memory: int = 256
-    timeout: int = 90
-    endpoint_read_timeout: int = 65
+    timeout: int | None = None  # 90, or 29 behind API Gateway
+    endpoint_read_timeout: int | None = None  # 65, or what fits behind API Gateway
+    endpoint_connect_timeout: int = 3
+    endpoint_max_attempts: int | None = None  # as many as fit in the timeout
+    api_gateway: bool = False
     reserved_concurrency: int | None = 2
     provisioned_concurrency: int | None = None
     function_url: bool = False
     cors_allow_origin: str = ""
+    application_log_level: str = "INFO"
+    log_retention_days: int = 30
 
     def check(self) -> None:
         if not FUNCTION_NAME.match(self.function_name):
-            raise AwsError(
+            raise UsageError(
                 f"invalid function name {self.function_name!r}: letters, digits, - and _, "
                 "at most 64 characters"
             )
         check_name(self.endpoint_name, "endpoint name")
         if not ALIAS_NAME.match(self.alias):
-            raise AwsError(
+            raise UsageError(
                 f"invalid alias {self.alias!r}: letters, digits, - and _, not all digits"
             )
         if not 128 <= self.memory <= 10240:
-            raise AwsError("--memory must be between 128 and 10240 MB")
-        if not 1 <= self.timeout <= 900:
-            raise AwsError("--timeout must be between 1 and 900 seconds")
-        if self.timeout <= self.endpoint_read_timeout:
-            raise AwsError(
-                f"--timeout ({self.timeout} s) must exceed --endpoint-read-timeout "
-                f"({self.endpoint_read_timeout} s), or a slow endpoint kills the function "
-                "instead of answering 504"
-            )
+            raise UsageError("--memory must be between 128 and 10240 MB")
+        if self.log_retention_days not in RETENTION_DAYS:
+            raise UsageError(f"--log-retention-days must be one of {RETENTION_DAYS}")
+        self.fit_timeouts()
         if self.reserved_concurrency is not None and self.reserved_concurrency < 1:
-            raise AwsError("--reserved-concurrency must be at least 1 (0 would block every call)")
+            raise UsageError("--reserved-concurrency must be at least 1 (0 would block every call)")
         provisioned = self.provisioned_concurrency or 0
         if provisioned < 0:
-            raise AwsError("--provisioned-concurrency must be 0 or more")
+            raise UsageError("--provisioned-concurrency must be 0 or more")
         if self.reserved_concurrency is not None and provisioned > self.reserved_concurrency:
-            raise AwsError(
+            raise UsageError(
                 f"--provisioned-concurrency ({provisioned}) cannot exceed "
                 f"--reserved-concurrency ({self.reserved_concurrency})"
             )
+
+    def fit_timeouts(self) -> None:
+        """Fill in the unset timeouts so that the worst case (every attempt waiting out its
+        connect and read time-outs, with back-off) ends inside the function's timeout, and that
+        one inside API Gateway's 29 s when the function sits behind it; refuse set values that
+        do not fit."""
+        limit = API_GATEWAY_LIMIT_S if self.api_gateway else 900
+        self.timeout = self.timeout or (API_GATEWAY_LIMIT_S if self.api_gateway else 90)
+        if not 1 <= self.timeout <= limit:
+            where = " behind API Gateway (its integration limit)" if self.api_gateway else ""
+            raise UsageError(f"--timeout must be between 1 and {limit} seconds{where}")
+        if not 1 <= self.endpoint_connect_timeout <= 60:
+            raise UsageError("--endpoint-connect-timeout must be between 1 and 60 seconds")
+        if self.endpoint_read_timeout is None:
+            room = self.timeout - self.endpoint_connect_timeout - HANDLER_MARGIN_S
+            self.endpoint_read_timeout = min(65, room)  # 65: above the endpoint's own 60 s
+        if self.endpoint_max_attempts is None:
+            fitting = [a for a in (3, 2, 1) if self.worst_case(a) <= self.timeout]
+            self.endpoint_max_attempts = fitting[0] if fitting else 1
+        if self.endpoint_read_timeout < 1 or self.endpoint_max_attempts < 1:
+            raise UsageError("--endpoint-read-timeout and --endpoint-max-attempts must be >= 1")
+        worst = self.worst_case(self.endpoint_max_attempts)
+        if worst > self.timeout:
+            raise UsageError(
+                f"{self.timing()} needs up to {worst} s, more than --timeout {self.timeout} s: "
+                "a slow endpoint would kill the function instead of getting a 504"
+            )
+
+    def worst_case(self, attempts: int) -> int:
+        read = self.endpoint_read_timeout or 0
+        return worst_case_s(self.endpoint_connect_timeout, read, attempts)
+
+    def timing(self) -> str:
+        return (
+            f"{self.endpoint_max_attempts} attempt(s) x ({self.endpoint_connect_timeout} s "
+            f"connect + {self.endpoint_read_timeout} s read)"
+        )
+
+    def timeouts(self) -> dict[str, Any]:
+        """The summary's account of the time budget (after check())."""
+        worst = self.worst_case(self.endpoint_max_attempts or 1)
+        behind = "API Gateway (29 s)" if self.api_gateway else None
+        return {
+            "function_s": self.timeout,
+            "endpoint_connect_s": self.endpoint_connect_timeout,
+            "endpoint_read_s": self.endpoint_read_timeout,
+            "endpoint_max_attempts": self.endpoint_max_attempts,
+            "worst_case_s": worst,
+            "behind": behind or ("Function URL" if self.function_url else None),
+            "fits": f"{self.timing()} + back-off + {HANDLER_MARGIN_S} s margin = {worst} s "
+            f"<= {self.timeout} s function timeout",
+        }
 
     @property
     def role(self) -> str:
         return self.role_name or f"{self.function_name}-role"[:64]
 
+    @property
+    def log_group(self) -> str:
+        return f"/aws/lambda/{self.function_name}"
+
+    def logging_config(self) -> dict[str, str]:
+        # JSON lets Lambda filter the handler's lines by their "level"; INFO system logs keep
+        # the START/END/REPORT lines (duration, memory).
+        return {
+            "LogFormat": "JSON",
+            "ApplicationLogLevel": self.application_log_level,
+            "SystemLogLevel": "INFO",
+        }
+
     def environment(self) -> dict[str, str]:
         env = {
             "ENDPOINT_NAME": self.endpoint_name,
+            "ENDPOINT_CONNECT_TIMEOUT": str(self.endpoint_connect_timeout),
             "ENDPOINT_READ_TIMEOUT": str(self.endpoint_read_timeout),
+            "ENDPOINT_MAX_ATTEMPTS": str(self.endpoint_max_attempts),
         }
         if self.cors_allow_origin:
             env["CORS_ALLOW_ORIGIN"] = ",".join(comma_list(self.cors_allow_origin))
@@ -103,7 +200,7 @@ class DeployOptions:
 def package(handler_file: Path = HANDLER_FILE) -> bytes:
     """The deployment zip: handler.py at the root, reproducible bytes."""
     if not handler_file.is_file():
-        raise AwsError(f"{handler_file} not found: run from a dogbreed source checkout")
+        raise AwsError(f"{handler_file} not found: the dogbreed installation is incomplete")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         info = zipfile.ZipInfo("handler.py", date_time=ZIP_DATE)
@@ -117,7 +214,7 @@ def _template(path: Path, values: dict[str, str]) -> dict[str, Any]:
     try:
         text = string.Template(path.read_text()).substitute(values)
     except FileNotFoundError:
-        raise AwsError(f"{path} not found: run from a dogbreed source checkout") from None
+        raise AwsError(f"{path} not found: the dogbreed installation is incomplete") from None
     return json.loads(text)
 
 
@@ -205,6 +302,7 @@ def ensure_function(
         "MemorySize": opts.memory,
         "Environment": {"Variables": opts.environment()},
         "Description": f"dogbreed client for SageMaker endpoint {opts.endpoint_name}",
+        "LoggingConfig": opts.logging_config(),
     }
     existing = None if dry_run else _exists(lam.get_function, FunctionName=opts.function_name)
     if existing is None:
@@ -298,8 +396,35 @@ def ensure_function_url(lam: Any, opts: DeployOptions, dry_run: bool) -> str:
     return answer.get("FunctionUrl", "")
 
 
-def deploy(aws: Aws, opts: DeployOptions, out: IO[str] = sys.stdout) -> dict[str, Any]:
-    """Run every step; returns a summary (also printed as JSON)."""
+def set_log_retention(logs: Any, opts: DeployOptions) -> None:
+    """The function's log group, made now (Lambda would make it on the first call, kept
+    forever) so that it has a retention from the start."""
+    try:
+        logs.create_log_group(logGroupName=opts.log_group)
+    except Exception as exc:
+        if _error_code(exc) != "ResourceAlreadyExistsException":
+            raise
+    logs.put_retention_policy(logGroupName=opts.log_group, retentionInDays=opts.log_retention_days)
+
+
+def notes(opts: DeployOptions) -> list[str]:
+    """What the person deploying should know about the settings chosen."""
+    said = [f"timeouts: {opts.timeouts()['fits']}"]
+    if opts.api_gateway:
+        said.append(
+            "behind API Gateway: the function answers within its 29 s integration limit; grant "
+            "it lambda:InvokeFunction on the alias (docs/lambda.md)"
+        )
+    if LOG_LEVELS.index(opts.application_log_level) > LOG_LEVELS.index("INFO"):
+        said.append(
+            f"application log level {opts.application_log_level}: Lambda drops the INFO "
+            "request and metric lines, so the function's CloudWatch metrics stop"
+        )
+    return said
+
+
+def deploy(aws: Aws, opts: DeployOptions) -> dict[str, Any]:
+    """Run every step; returns a summary."""
     opts.check()
     code = package()
     dry_run = aws.dry_run
@@ -314,6 +439,7 @@ def deploy(aws: Aws, opts: DeployOptions, out: IO[str] = sys.stdout) -> dict[str
     role_arn = ensure_role(aws.client("iam"), opts, policy, dry_run)
     lam = aws.client("lambda")
     ensure_function(lam, opts, role_arn, code, dry_run)
+    set_log_retention(aws.client("logs"), opts)
     published = lam.publish_version(
         FunctionName=opts.function_name,
         Description=f"code sha256 {hashlib.sha256(code).hexdigest()[:12]}",
@@ -329,7 +455,7 @@ def deploy(aws: Aws, opts: DeployOptions, out: IO[str] = sys.stdout) -> dict[str
     if opts.provisioned_concurrency is not None:
         provisioned = set_provisioned_concurrency(provisioned_concurrency_client(aws), opts)
     url = ensure_function_url(lam, opts, dry_run) if opts.function_url else ""
-    summary = {
+    return {
         "function": opts.function_name,
         "version": version,
         "alias": alias_arn,
@@ -338,10 +464,15 @@ def deploy(aws: Aws, opts: DeployOptions, out: IO[str] = sys.stdout) -> dict[str
         "provisioned_concurrency": opts.provisioned_concurrency,
         "provisioned_status": provisioned.get("Status"),
         "function_url": url or None,
+        "timeouts": opts.timeouts(),
+        "logging": {
+            **opts.logging_config(),
+            "log_group": opts.log_group,
+            "retention_days": opts.log_retention_days,
+        },
+        "notes": notes(opts),
         "dry_run": dry_run,
     }
-    print(json.dumps(summary, indent=2), file=out)
-    return summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -364,18 +495,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pure-Python handler: arm64 is cheaper (default arm64)",
     )
     dep.add_argument("--memory", type=int, default=256, help="MB (default 256)")
-    dep.add_argument(
-        "--timeout",
-        type=int,
-        default=90,
-        help="seconds; must exceed --endpoint-read-timeout (default 90)",
-    )
-    dep.add_argument(
-        "--endpoint-read-timeout",
-        type=int,
-        default=65,
-        help="seconds the handler waits for the endpoint (default 65 > its 60 s)",
-    )
+    add_timeout_arguments(dep.add_argument_group("time budget"))
     dep.add_argument(
         "--reserved-concurrency",
         type=int,
@@ -398,7 +518,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         help="comma-separated origins allowed by CORS (default: none)",
     )
+    logs = dep.add_argument_group("logs")
+    logs.add_argument(
+        "--application-log-level",
+        default="INFO",
+        choices=LOG_LEVELS,
+        help="lowest level of the handler's JSON lines Lambda keeps (default INFO; above INFO "
+        "the metric lines go too)",
+    )
+    logs.add_argument(
+        "--log-retention-days",
+        type=int,
+        default=30,
+        help="retention of /aws/lambda/FUNCTION (default 30; CloudWatch's values: 1, 3, 5, 7, "
+        "14, 30, 60, 90, ... 3653)",
+    )
     add_aws_arguments(dep)
+
+
+def add_timeout_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--api-gateway",
+        action="store_true",
+        help="the function sits behind API Gateway: size the timeouts for its 29 s limit",
+    )
+    group.add_argument(
+        "--timeout",
+        type=int,
+        help="function timeout in seconds (default 90; 29 with --api-gateway)",
+    )
+    group.add_argument(
+        "--endpoint-read-timeout",
+        type=int,
+        help="seconds the handler waits for the endpoint's answer (default 65, above its 60 s; "
+        "what fits with --api-gateway)",
+    )
+    group.add_argument(
+        "--endpoint-connect-timeout",
+        type=int,
+        default=3,
+        help="seconds to connect to the SageMaker runtime (default 3)",
+    )
+    group.add_argument(
+        "--endpoint-max-attempts",
+        type=int,
+        help="tries per request incl. retries (default: the most, up to 3, whose worst case "
+        "fits the function timeout)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> DeployOptions:
@@ -412,5 +578,10 @@ def main(args: argparse.Namespace) -> int:
         Path(args.output).write_bytes(package())
         print(f"wrote {args.output}")
         return 0
-    deploy(aws_from_args(args), options_from_args(args))
+    aws = aws_from_args(args)
+    summary = deploy(aws, options_from_args(args))
+    if args.output_format == "json":
+        emit(args, aws, summary, [])
+    else:  # the summary is JSON already: indented for people
+        print(json.dumps(summary, indent=2))
     return 0

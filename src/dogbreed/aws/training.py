@@ -3,7 +3,8 @@
 The job gets the hyperparameters of `dogbreed.config.TrainConfig` (JSON-encoded strings, as
 the SageMaker SDK sends them), the dataset as S3 channels (`training`, or `train`/`valid`/`test`),
 metric definitions matching the trainer's stdout lines, and optionally managed spot capacity
-with an S3 checkpoint location, network isolation and a VPC.
+with an S3 checkpoint location, network isolation and a VPC. While it waits it prints the
+console URL, every status change and the job's CloudWatch log lines (`--no-logs`: not those).
 """
 
 from __future__ import annotations
@@ -11,11 +12,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from dogbreed.aws.clients import Aws, AwsError, add_aws_arguments, aws_command, aws_from_args
+from dogbreed.aws import logs
+from dogbreed.aws.clients import (
+    Aws,
+    AwsError,
+    OutputFlag,
+    UsageError,
+    add_aws_arguments,
+    aws_command,
+    aws_from_args,
+    emit,
+    progress_out,
+)
 from dogbreed.aws.common import (
     add_wait_argument,
     check_name,
@@ -50,7 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="training image URI (ECR)")
     parser.add_argument("--role", required=True, help="SageMaker execution role ARN")
     parser.add_argument(
-        "--output", required=True, help="S3 URI for the model artifact (S3OutputPath)"
+        "--output",
+        action=OutputFlag,
+        help="S3 URI for the model artifact (S3OutputPath), required; also `--output json`: "
+        "print the result as one JSON document",
     )
     parser.add_argument("--job-name", help="training job name (default: dogbreed-<UTC time>)")
     data = parser.add_argument_group("data (either --data or all of --train/--valid/--test)")
@@ -97,8 +111,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tag", action="append", metavar="KEY=VALUE", help="tag (repeatable)")
     add_wait_argument(parser, "training job")
+    parser.add_argument(
+        "--logs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="while waiting, print the job's CloudWatch log lines (default: --logs)",
+    )
     add_config_arguments(parser)
-    add_aws_arguments(parser)
+    add_aws_arguments(parser, output_flag=False)
 
 
 def load_config(args: argparse.Namespace) -> TrainConfig:
@@ -117,13 +137,13 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
 def channels(args: argparse.Namespace) -> list[dict[str, Any]]:
     splits = {s: getattr(args, s) for s in SPLIT_CHANNELS if getattr(args, s)}
     if args.data and splits:
-        raise AwsError("give either --data or --train/--valid/--test, not both")
+        raise UsageError("give either --data or --train/--valid/--test, not both")
     if args.data:
         uris = {"training": args.data}
     elif len(splits) == len(SPLIT_CHANNELS):
         uris = splits
     else:
-        raise AwsError("give --data, or all three of --train, --valid and --test")
+        raise UsageError("give --data, or all three of --train, --valid and --test")
     return [
         {
             "ChannelName": name,
@@ -143,9 +163,11 @@ def channels(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def training_job_request(args: argparse.Namespace) -> dict[str, Any]:
     """The CreateTrainingJob parameters the flags describe (validated, nothing sent)."""
+    if not args.output:
+        raise UsageError("--output S3_URI is required: where the model artifact goes")
     name = check_name(args.job_name or unique_name("dogbreed"), "training job name")
     if args.instance_count < 1:
-        raise AwsError("--instance-count must be at least 1")
+        raise UsageError("--instance-count must be at least 1")
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": args.max_run}
     request: dict[str, Any] = {
         "TrainingJobName": name,
@@ -169,21 +191,21 @@ def training_job_request(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.spot:
         if not args.checkpoint_s3:
-            raise AwsError("--spot needs --checkpoint-s3: an interrupted job resumes from it")
+            raise UsageError("--spot needs --checkpoint-s3: an interrupted job resumes from it")
         max_wait = args.max_wait or 2 * args.max_run
         if max_wait < args.max_run:
-            raise AwsError(f"--max-wait ({max_wait}) must be at least --max-run ({args.max_run})")
+            raise UsageError(f"--max-wait ({max_wait}) must be at least --max-run ({args.max_run})")
         request["EnableManagedSpotTraining"] = True
         stopping["MaxWaitTimeInSeconds"] = max_wait
     elif args.max_wait:
-        raise AwsError("--max-wait only applies with --spot")
+        raise UsageError("--max-wait only applies with --spot")
     if args.checkpoint_s3:
         request["CheckpointConfig"] = {
             "S3Uri": check_s3_uri(args.checkpoint_s3, "--checkpoint-s3"),
             "LocalPath": CHECKPOINT_LOCAL_PATH,
         }
     if bool(args.subnets) != bool(args.security_groups):
-        raise AwsError("a VPC needs both --subnets and --security-groups")
+        raise UsageError("a VPC needs both --subnets and --security-groups")
     if args.subnets:
         request["VpcConfig"] = {
             "Subnets": comma_list(args.subnets),
@@ -192,20 +214,22 @@ def training_job_request(args: argparse.Namespace) -> dict[str, Any]:
     return request
 
 
-def wait_for_job(sm: Any, name: str, poll_seconds: int, max_seconds: int) -> None:
-    """Block until the job completes, fails or stops; a failed job is reported, not raised."""
-    import botocore.exceptions
-
-    waiter = sm.get_waiter("training_job_completed_or_stopped")
+def follow_job(aws: Aws, sm: Any, name: str, args: argparse.Namespace, out: IO[str]) -> None:
+    """Until the job ends: its status changes and (with --logs) its log lines."""
+    stopping = sm.describe_training_job(TrainingJobName=name)["StoppingCondition"]
     # Queueing for capacity counts too: allow the stopping condition plus an hour.
-    attempts = math.ceil((max_seconds + 3600) / poll_seconds)
-    try:
-        waiter.wait(
-            TrainingJobName=name, WaiterConfig={"Delay": poll_seconds, "MaxAttempts": attempts}
-        )
-    except botocore.exceptions.WaiterError as exc:
-        if "terminal failure state" not in str(exc):
-            raise
+    max_seconds = stopping.get("MaxWaitTimeInSeconds", stopping["MaxRuntimeInSeconds"]) + 3600
+
+    def describe() -> tuple[str, str]:
+        job = sm.describe_training_job(TrainingJobName=name)
+        status = job["TrainingJobStatus"]
+        line = f"{name}: {status} ({job.get('SecondaryStatus', '-')})"
+        transitions = job.get("SecondaryStatusTransitions") or [{}]
+        message = transitions[-1].get("StatusMessage")
+        return status, f"{line} {message}" if message else line
+
+    tail = logs.LogTail(aws.client("logs"), f"{name}/", out) if args.logs else None
+    logs.follow(describe, tail, args.poll_seconds, max_seconds, out, f"{name} keeps running on AWS")
 
 
 def report(job: dict[str, Any]) -> list[str]:
@@ -229,22 +253,36 @@ def report(job: dict[str, Any]) -> list[str]:
     return lines
 
 
+def summary(job: dict[str, Any]) -> dict[str, Any]:
+    """What scripts need from a DescribeTrainingJob answer (`--output json`)."""
+    return {
+        "training_job": job.get("TrainingJobName"),
+        "arn": job.get("TrainingJobArn"),
+        "status": job.get("TrainingJobStatus"),
+        "secondary_status": job.get("SecondaryStatus"),
+        "failure_reason": job.get("FailureReason"),
+        "model_artifact": job.get("ModelArtifacts", {}).get("S3ModelArtifacts"),
+        "metrics": {m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])},
+        "training_seconds": job.get("TrainingTimeInSeconds"),
+        "billable_seconds": job.get("BillableTimeInSeconds"),
+    }
+
+
 @aws_command
 def main(args: argparse.Namespace) -> int:
     request = training_job_request(args)
     aws: Aws = aws_from_args(args)
     sm = aws.client("sagemaker")
-    sm.create_training_job(**request)
+    arn = sm.create_training_job(**request).get("TrainingJobArn")
     name = request["TrainingJobName"]
-    if aws.dry_run:
+    url = logs.console_url(sm.meta.region_name, "jobs", name)
+    if aws.dry_run or not args.wait:
+        document = {"training_job": name, "arn": arn, "status": None, "console_url": url}
+        emit(args, aws, document, [f"training job: {name}", f"console: {url}"])
         return 0
-    log.info("created training job %s", name)
-    if not args.wait:
-        print(f"training job: {name}")
-        return 0
-    stopping = request["StoppingCondition"]
-    max_seconds = stopping.get("MaxWaitTimeInSeconds", stopping["MaxRuntimeInSeconds"])
-    wait_for_job(sm, name, args.poll_seconds, max_seconds)
+    out = progress_out(args)
+    print(f"created training job {name}\nconsole: {url}", file=out, flush=True)
+    follow_job(aws, sm, name, args, out)
     job = sm.describe_training_job(TrainingJobName=name)
-    print("\n".join(report(job)))
+    emit(args, aws, {**summary(job), "console_url": url}, report(job))
     return 0 if job["TrainingJobStatus"] == "Completed" else 1

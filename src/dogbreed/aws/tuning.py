@@ -9,7 +9,9 @@ The training job definition takes `dogbreed sagemaker train`'s flags and builder
 flags (`--epochs 10 --backbone resnet50 ...`) fix a value: it becomes a static hyperparameter
 and leaves the searched ranges. The objective is the trainer's validation metric
 line (`valid_loss`, minimised, or `valid_acc`, maximised), scraped with the trainer's own
-`METRIC_DEFINITIONS`. boto3 is imported only when the command runs.
+`METRIC_DEFINITIONS`. While waiting it prints the console URL, the job's progress and its
+trials' CloudWatch log lines (`--no-logs`: not those). boto3 is imported only when the command
+runs.
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from dogbreed.aws import training
-from dogbreed.aws.clients import Aws, AwsError, aws_command, aws_from_args
+from dogbreed.aws import logs, training
+from dogbreed.aws.clients import Aws, AwsError, aws_command, aws_from_args, emit, progress_out
 from dogbreed.aws.common import check_name
 from dogbreed.aws.training import load_config, training_job_request
 from dogbreed.config import TrainConfig, config_from_hyperparameters
@@ -38,7 +40,6 @@ from dogbreed.tune.space import (
 )
 from dogbreed.tune.table import format_table
 
-TERMINAL_STATES = ("Completed", "Failed", "Stopped")
 NAME_MAX = 32  # SageMaker's limit for tuning job names
 MAX_PARENTS = 5  # warm start: at most 5 parent tuning jobs
 # Fields of CreateTrainingJob that a tuning job's TrainingJobDefinition also takes.
@@ -119,29 +120,35 @@ def tuning_job_request(args: argparse.Namespace) -> dict[str, Any]:
     return request
 
 
+def trial_logs(aws: Aws, name: str, out: IO[str]) -> logs.LogTail:
+    """The log lines of the tuning job's training jobs, named `<name>-<NNN>-<8 hex>`."""
+    pattern = re.compile(rf"{re.escape(name)}-\d{{3}}-[0-9a-f]{{8}}/")
+    return logs.LogTail(aws.client("logs"), f"{name}-", out, pattern)
+
+
 def wait_for(
-    sm: Any, name: str, poll_s: float, timeout_s: float, out: IO[str] | None = None
+    sm: Any,
+    name: str,
+    poll_s: float,
+    timeout_s: float,
+    out: IO[str] | None = None,
+    tail: logs.LogTail | None = None,
 ) -> str:
-    """Poll until the tuning job ends (or `timeout_s` passes); one progress line per change."""
-    out = out or sys.stdout
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while True:
+    """Poll until the tuning job ends (or `timeout_s` passes); one progress line per change,
+    and the trials' new log lines in between when `tail` is given."""
+
+    def describe() -> tuple[str, str]:
         job = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
         status = job["HyperParameterTuningJobStatus"]
         counters = job.get("TrainingJobStatusCounters", {})
-        line = f"{name}: {status} " + " ".join(f"{k}={v}" for k, v in sorted(counters.items()))
-        if line != last:
-            print(line, file=out, flush=True)
-            last = line
-        if status in TERMINAL_STATES:
-            return status
-        if time.monotonic() + poll_s > deadline:
-            raise AwsError(
-                f"{name} is still {status} after {timeout_s:.0f}s; it keeps running on AWS: "
-                f"report later with `dogbreed sagemaker tune --attach {name}`"
-            )
-        time.sleep(poll_s)
+        return status, f"{name}: {status} " + " ".join(
+            f"{k}={v}" for k, v in sorted(counters.items())
+        )
+
+    still_running = (
+        f"{name} keeps running on AWS: report later with `dogbreed sagemaker tune --attach {name}`"
+    )
+    return logs.follow(describe, tail, poll_s, timeout_s, out or sys.stdout, still_running)
 
 
 def list_trials(sm: Any, name: str) -> list[dict[str, Any]]:
@@ -189,14 +196,37 @@ def trials_table(trials: list[dict[str, Any]], objective: str) -> str:
     return format_table(rows)
 
 
+def job_and_trials(sm: Any, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """DescribeHyperParameterTuningJob and its training jobs, best first."""
+    job = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    objective = job["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
+    return job, rank_trials(list_trials(sm, name), objective["Type"])
+
+
+def summary(job: dict[str, Any], trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """What scripts need from the tuning job (`--output json`)."""
+    objective = job["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
+    best = trials[0] if trials and _objective_value(trials[0]) is not None else None
+    return {
+        "tuning_job": job["HyperParameterTuningJobName"],
+        "arn": job.get("HyperParameterTuningJobArn"),
+        "status": job["HyperParameterTuningJobStatus"],
+        "failure_reason": job.get("FailureReason"),
+        "objective": objective,
+        "training_jobs": len(trials),
+        "best_training_job": best and best["TrainingJobName"],
+        "best_objective_value": best and _objective_value(best),
+        "best_hyperparameters": best and best_config(job, best).to_hyperparameters(),
+    }
+
+
 def report(
     sm: Any, name: str, best_out: Path | None = None, out: IO[str] | None = None
 ) -> TrainConfig | None:
     """Print the job's status, its trials best first, and the best trial's hyperparameters."""
     out = out or sys.stdout
-    job = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    job, trials = job_and_trials(sm, name)
     objective = job["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
-    trials = rank_trials(list_trials(sm, name), objective["Type"])
     print(
         f"{name}: {job['HyperParameterTuningJobStatus']}, {len(trials)} training job(s), "
         f"objective {objective['MetricName']} ({objective['Type']})",
@@ -297,19 +327,28 @@ def main(args: argparse.Namespace) -> int:
         request = tuning_job_request(args)
         name = request["HyperParameterTuningJobName"]
     sm = aws.client("sagemaker")
+    out = progress_out(args)
+    url = logs.console_url(sm.meta.region_name, "hyper-tuning-jobs", name)
+    arn = None
     if request is not None:
         arn = sm.create_hyper_parameter_tuning_job(**request).get("HyperParameterTuningJobArn")
-        if not aws.dry_run:
-            print(f"created tuning job {name} {arn}")
-    if aws.dry_run or (request is not None and not args.wait):
-        return 0  # dry run: nothing exists to follow; --no-wait: `--attach NAME` reports later
+        if aws.dry_run or not args.wait:
+            # dry run: nothing exists to follow; --no-wait: `--attach NAME` reports later
+            document = {"tuning_job": name, "arn": arn, "status": None, "console_url": url}
+            emit(args, aws, document, [f"created tuning job {name} {arn}", f"console: {url}"])
+            return 0
+        print(f"created tuning job {name} {arn}", file=out)
+    print(f"console: {url}", file=out, flush=True)
     status = "Completed"
     if args.wait:
         job = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+        tail = trial_logs(aws, name, out) if args.logs else None
         try:
-            status = wait_for(sm, name, args.poll_seconds, wait_timeout(job))
+            status = wait_for(sm, name, args.poll_seconds, wait_timeout(job), out, tail)
         except KeyboardInterrupt:
             print(f"stopped waiting; {name} keeps running: --attach {name}", file=sys.stderr)
             return 130
-    report(sm, name, args.best_out)
+    report(sm, name, args.best_out, out)
+    if args.output_format == "json":
+        emit(args, aws, {**summary(*job_and_trials(sm, name)), "console_url": url}, [])
     return 0 if status == "Completed" else 1

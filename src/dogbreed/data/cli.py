@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from dogbreed.aws.clients import add_aws_arguments, aws_command, aws_from_args
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # aws sits above data: imported here, when the parser is built, never by the data package.
+    from dogbreed.aws.clients import add_aws_arguments
     from dogbreed.data.fetch import DATASET_URL, DOWNLOAD_TIMEOUT
 
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -37,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"seconds without data before giving up (default {DOWNLOAD_TIMEOUT:g})",
     )
 
-    upload = sub.add_parser("upload", help="upload a folder to S3, keeping relative paths")
+    upload = sub.add_parser(
+        "upload",
+        help="upload a folder to S3, keeping relative paths; skips objects already there",
+    )
     upload.add_argument("directory", type=Path, help="local folder, e.g. the dataset root")
     upload.add_argument("uri", help="destination, s3://bucket/prefix")
     add_aws_arguments(upload)
@@ -60,18 +63,16 @@ def _check(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     from dogbreed.data.fetch import fetch
 
-    splits = fetch(args.out, args.url, args.sha256, args.timeout)
+    terminal = sys.stderr if sys.stderr.isatty() else None  # the progress line is for people
+    splits = fetch(args.out, args.url, args.sha256, args.timeout, terminal)
     print(f"{args.out}: {splits.summary()}")
     return 0
 
 
-@aws_command
 def _upload(args: argparse.Namespace) -> int:
-    from dogbreed.data.fetch import upload
+    from dogbreed.aws.s3 import upload_main  # lazily: aws sits above data
 
-    keys = upload(args.directory, args.uri, aws_from_args(args))
-    print(f"uploaded {len(keys)} files to {args.uri}")
-    return 0
+    return upload_main(args)
 
 
 ACTIONS = {"sample": _sample, "check": _check, "fetch": _fetch, "upload": _upload}

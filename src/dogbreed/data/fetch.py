@@ -1,4 +1,5 @@
-"""Download, verify and unpack dogImages.zip; upload a dataset folder to S3."""
+"""Download, verify and unpack dogImages.zip (resuming an interrupted download), with progress
+on a terminal. The upload to S3 is `dogbreed.aws.s3` (data does not depend on aws)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,15 @@ import logging
 import shutil
 import stat
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import IO, Any
 
-from dogbreed.aws.common import check_s3_uri
 from dogbreed.data.layout import DataError, Splits, find_splits
-
-if TYPE_CHECKING:
-    from dogbreed.aws.clients import Aws
 
 log = logging.getLogger(__name__)
 
@@ -30,37 +28,128 @@ MAX_DOWNLOAD_BYTES = 4 << 30  # the real zip is about 1.1 GB
 MAX_UNPACKED_BYTES = 8 << 30
 MAX_MEMBERS = 100_000
 CHUNK = 1 << 20
-UPLOAD_THREADS = 8
+REDRAW_S = 0.2  # progress line refresh
 
 
-def download(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT) -> str:
-    """Stream `url` to `dest` (via a `.part` file); return the SHA-256 of what was written."""
+class Progress:
+    """One status line on a terminal: files (when counted), bytes, rate; redrawn at most every
+    REDRAW_S. `add` may be called from several threads (S3 transfers). No `out`: silent."""
+
+    def __init__(
+        self,
+        out: IO[str] | None,
+        total_bytes: int,
+        total_files: int = 0,
+        verb: str = "",
+        already: int = 0,
+    ) -> None:
+        self.out = out
+        self.total_bytes, self.total_files, self.verb = total_bytes, total_files, verb
+        self.bytes, self.files, self.already = already, 0, already
+        self.started = self.drawn = time.monotonic()
+        self.lock = threading.Lock()
+
+    def add(self, nbytes: int, files: int = 0) -> None:
+        if self.out is None:
+            return
+        with self.lock:
+            self.bytes += nbytes
+            self.files += files
+            now = time.monotonic()
+            if now - self.drawn >= REDRAW_S:
+                self._draw(now)
+
+    def line(self, now: float) -> str:
+        # The rate counts this run's bytes only (a resumed download started with some).
+        rate = (self.bytes - self.already) / max(now - self.started, 1e-3) / 1e6
+        files = f"{self.files}/{self.total_files} files, " if self.total_files else ""
+        total = f" of {self.total_bytes / 1e6:.1f}" if self.total_bytes else ""
+        return f"{self.verb} {files}{self.bytes / 1e6:.1f}{total} MB, {rate:.1f} MB/s".strip()
+
+    def _draw(self, now: float) -> None:
+        assert self.out is not None
+        self.out.write(f"\r{self.line(now)}\x1b[K")  # \x1b[K: clear the rest of the line
+        self.out.flush()
+        self.drawn = now
+
+    def done(self) -> None:
+        if self.out is not None:
+            with self.lock:
+                self._draw(time.monotonic())
+                self.out.write("\n")
+
+
+class _Resumable(DataError):
+    """A download that stopped early: its `.part` file stays for the next run to continue."""
+
+
+def download(
+    url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT, out: IO[str] | None = None
+) -> str:
+    """Stream `url` to `dest` via `dest.part`; return the SHA-256 of the whole file.
+
+    A `.part` left by an interrupted run is continued with an HTTP Range request (when the
+    server answers 206; otherwise the file comes again from its start).
+    """
     part = dest.with_name(dest.name + ".part")
-    digest = hashlib.sha256()
-    written = 0
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, part.open("wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            if total > MAX_DOWNLOAD_BYTES:
-                raise DataError(f"{url} is {total} bytes, more than {MAX_DOWNLOAD_BYTES}")
-            while chunk := response.read(CHUNK):
-                written += len(chunk)
-                if written > MAX_DOWNLOAD_BYTES:
-                    raise DataError(f"{url} sent more than {MAX_DOWNLOAD_BYTES} bytes")
-                digest.update(chunk)
-                out.write(chunk)
-            if total and written != total:
-                raise DataError(f"{url}: got {written} of {total} bytes (connection cut?)")
-    except OSError as exc:  # URLError, HTTPError, timeouts, disk full
-        part.unlink(missing_ok=True)
-        raise DataError(f"download of {url} failed: {exc}") from None
-    except BaseException:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if getattr(response, "status", None) != 206:
+                have = 0  # a full answer: the server ignored the range (or there was none)
+            digest = _sha256_of(part) if have else hashlib.sha256()
+            with part.open("ab" if have else "wb") as sink:
+                written = _copy(response, sink, digest, have, url, out)
+    except _Resumable:
+        raise
+    except DataError:  # a size limit broken: nothing worth resuming
         part.unlink(missing_ok=True)
         raise
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # the range is past the end: the .part is useless
+            part.unlink()
+            return download(url, dest, timeout, out)
+        raise DataError(f"download of {url} failed: {exc}") from None
+    except OSError as exc:  # URLError, timeouts, a cut connection, disk full: .part stays
+        raise DataError(f"download of {url} failed: {exc}; run again to continue") from None
     part.replace(dest)
     log.info("downloaded %s (%d bytes) in %.1f s", url, written, time.monotonic() - started)
     return digest.hexdigest()
+
+
+def _sha256_of(path: Path) -> Any:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest
+
+
+def _copy(
+    response: Any, sink: IO[bytes], digest: Any, have: int, url: str, out: IO[str] | None
+) -> int:
+    """Append the response to `sink` (which holds `have` bytes); the file's size."""
+    rest = int(response.headers.get("Content-Length") or 0)
+    total = have + rest if rest else 0
+    if total > MAX_DOWNLOAD_BYTES:
+        raise DataError(f"{url} is {total} bytes, more than {MAX_DOWNLOAD_BYTES}")
+    progress = Progress(out, total, verb="downloaded", already=have)
+    written = have
+    while chunk := response.read(CHUNK):
+        written += len(chunk)
+        if written > MAX_DOWNLOAD_BYTES:
+            raise DataError(f"{url} sent more than {MAX_DOWNLOAD_BYTES} bytes")
+        digest.update(chunk)
+        sink.write(chunk)
+        progress.add(len(chunk))
+    progress.done()
+    if total and written != total:
+        raise _Resumable(
+            f"{url}: got {written} of {total} bytes (connection cut?); run again to continue"
+        )
+    return written
 
 
 def _member_target(info: zipfile.ZipInfo, dest: Path) -> Path | None:
@@ -111,12 +200,14 @@ def fetch(
     url: str = DATASET_URL,
     sha256: str | None = None,
     timeout: float = DOWNLOAD_TIMEOUT,
+    progress: IO[str] | None = None,
 ) -> Splits:
     """Download and unpack the dataset so that `out` holds train/ valid/ test/; return them.
 
-    Idempotent: when `out` already holds a valid layout nothing is downloaded. The archive is
-    unpacked into a temporary folder inside `out` and moved into place only after the layout
-    check passes, so a failed run leaves nothing half-written behind.
+    Idempotent: when `out` already holds a valid layout nothing is downloaded; an interrupted
+    download (`out/.dogImages.zip.part`) is continued. The archive is unpacked into a temporary
+    folder inside `out` and moved into place only after the layout check passes, so a failed
+    run leaves nothing half-written behind. `progress`: a terminal for the progress line.
     """
     out = Path(out)
     if out.is_dir():
@@ -128,53 +219,26 @@ def fetch(
             log.info("%s already holds the dataset (%s); nothing to do", out, splits.summary())
             return splits
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=out) as work:
-        archive = Path(work) / ZIP_NAME
-        got = download(url, archive, timeout)
+    archive = out / f".{ZIP_NAME}"  # a stable name: its .part survives an interruption
+    got = download(url, archive, timeout, progress)
+    try:
         if sha256 and got.lower() != sha256.strip().lower():
             raise DataError(f"SHA-256 mismatch for {url}: expected {sha256}, got {got}")
-        unpacked = Path(work) / "unpacked"
-        unpack(archive, unpacked)
-        archive.unlink()
-        splits = find_splits(unpacked)
-        # OUT becomes the dataset root: the real zip's `dogImages/` level is dropped.
-        top = splits.roots["train"].parent
-        children = sorted(top.iterdir())
-        clashes = [str(out / c.name) for c in children if (out / c.name).exists()]
-        if clashes:
-            raise DataError(f"already there: {', '.join(clashes)}; remove or fetch elsewhere")
-        for child in children:
-            child.rename(out / child.name)
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=out) as work:
+            unpacked = Path(work) / "unpacked"
+            unpack(archive, unpacked)
+            archive.unlink()
+            splits = find_splits(unpacked)
+            # OUT becomes the dataset root: the real zip's `dogImages/` level is dropped.
+            top = splits.roots["train"].parent
+            children = sorted(top.iterdir())
+            clashes = [str(out / c.name) for c in children if (out / c.name).exists()]
+            if clashes:
+                raise DataError(f"already there: {', '.join(clashes)}; remove or fetch elsewhere")
+            for child in children:
+                child.rename(out / child.name)
+    finally:
+        archive.unlink(missing_ok=True)  # complete but unusable (or used): never resumed
     splits = find_splits(out)
     log.info("dataset ready in %s: %s", out, splits.summary())
     return splits
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/some/prefix/` -> ("bucket", "some/prefix"); AwsError if not an S3 URI."""
-    bucket, _, prefix = check_s3_uri(uri, "the destination")[5:].partition("/")
-    return bucket, prefix.strip("/")
-
-
-def upload(directory: Path, uri: str, aws: Aws) -> list[str]:
-    """Upload every file under `directory` to `uri`, keeping relative paths; return the keys."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(f"{directory} is not a directory")
-    bucket, prefix = parse_s3_uri(uri)
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise DataError(f"{directory} holds no files to upload")
-    client = aws.client("s3")
-
-    def put(path: Path) -> str:
-        key = "/".join(filter(None, (prefix, path.relative_to(directory).as_posix())))
-        with path.open("rb") as body:
-            client.put_object(Bucket=bucket, Key=key, Body=body)
-        return key
-
-    # botocore clients are thread-safe; small files are latency-bound, so a few threads help.
-    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
-        keys = list(pool.map(put, files))
-    log.info("uploaded %d files to s3://%s/%s", len(keys), bucket, prefix)
-    return keys

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dogbreed.model.files import write_file, write_text
+
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.pt"
 ONNX_FILE = "model.onnx"
@@ -124,23 +126,28 @@ def save_model_dir(
     out.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(model).to("cpu", torch.float32, memory_format=torch.contiguous_format)
     net.eval()
-    torch.save(net.state_dict(), out / WEIGHTS_FILE)
+    # Through write_file, into open files: a full disk then names the file and its size.
+    write_file(out / WEIGHTS_FILE, lambda f: torch.save(net.state_dict(), f))
     example = torch.zeros(1, 3, metadata.image_size, metadata.image_size)
     with torch.no_grad(), warnings.catch_warnings():
         # torch 2.14 flags jit.trace/jit.save/the legacy ONNX exporter as deprecated; they are
         # what the serving side loads, so the warnings are noise in the training log.
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            net,
-            (example,),
-            str(out / ONNX_FILE),
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            dynamo=False,  # the TorchScript-based exporter: no onnxscript needed, stable here
+        write_file(
+            out / ONNX_FILE,
+            lambda f: torch.onnx.export(
+                net,
+                (example,),
+                f,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                dynamo=False,  # the TorchScript-based exporter: no onnxscript needed, stable
+            ),
         )
-        torch.jit.save(torch.jit.trace(net, example), str(out / TORCHSCRIPT_FILE))
-    (out / CLASSES_FILE).write_text(json.dumps(classes, indent=1))
-    (out / METADATA_FILE).write_text(metadata.to_json())
+        traced = torch.jit.trace(net, example)
+        write_file(out / TORCHSCRIPT_FILE, lambda f: torch.jit.save(traced, f))
+    write_text(out / CLASSES_FILE, json.dumps(classes, indent=1))
+    write_text(out / METADATA_FILE, metadata.to_json())
     return out

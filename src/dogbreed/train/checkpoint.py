@@ -9,14 +9,25 @@ counter, the metric history and the RNG states.
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from dogbreed.config import ConfigError
+from dogbreed.model.files import write_file
+
 CHECKPOINT_FILE = "last.pt"
+CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "state", "rng"})
+_REMEDY = "remove it or use another --checkpoint-dir"
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that this job must not or cannot resume from (exit 2, like bad config)."""
 
 
 def checkpoint_path(checkpoint_dir: Path) -> Path:
@@ -28,27 +39,46 @@ def save_checkpoint(checkpoint_dir: Path, state: dict[str, Any]) -> Path:
     path = checkpoint_path(checkpoint_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    write_file(tmp, lambda f: torch.save(state, f), sync=True)
     os.replace(tmp, path)
     return path
 
 
 def load_checkpoint(checkpoint_dir: Path) -> dict[str, Any] | None:
-    """The saved state, or None when this job has no checkpoint yet."""
+    """The saved state, or None when this job has no checkpoint yet.
+
+    weights_only=True: SageMaker syncs the folder from S3, so whoever can write that prefix
+    could otherwise run code here. Our checkpoints hold tensors and plain containers only (see
+    `rng_state`), which torch's default allow-list covers; anything else is refused.
+    """
     path = checkpoint_path(checkpoint_dir)
     if not path.is_file():
         return None
-    # weights_only=False: the file holds RNG states and plain Python objects we wrote ourselves.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    if not zipfile.is_zipfile(path):  # what torch.save writes; empty or truncated otherwise
+        raise CheckpointError(f"{path} is not a complete torch.save archive: {_REMEDY}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        unsafe = ", ".join(sorted(found)) or "content outside torch's allow-list"
+        raise CheckpointError(
+            f"{path} holds objects a dogbreed checkpoint never holds ({unsafe}); refused to "
+            f"load it, as it could run code: {_REMEDY}"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as exc:  # a damaged archive
+        raise CheckpointError(f"{path} cannot be read ({exc}): {_REMEDY}") from None
+    missing = CHECKPOINT_KEYS - saved.keys() if isinstance(saved, dict) else CHECKPOINT_KEYS
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(sorted(missing))}: {_REMEDY}")
+    return saved
 
 
 def rng_state() -> dict[str, Any]:
+    """Every generator's state as tensors and plain Python values: loadable with weights_only."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, keys.tolist(), position, has_gauss, gauss),  # no ndarray in the file
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -58,7 +88,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

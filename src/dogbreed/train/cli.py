@@ -3,15 +3,17 @@
 On SageMaker (`docker run IMAGE train`) no flag is given: hyperparameters, channels and output
 locations come from `$SAGEMAKER_BASE_DIR` (default /opt/ml). Flags override them.
 
-Exit codes: 0 done; 1 an unexpected error; 2 a bad hyperparameter, data layout or environment;
-143 (128 + SIGTERM) stopped by SIGTERM after writing a checkpoint (a rerun resumes). Every
-non-zero exit writes the reason to output/failure (SageMaker's FailureReason).
+Exit codes: 0 done; 1 an unexpected error, a storage problem (disk full, permission denied) or
+a lost peer host; 2 a bad hyperparameter, data layout, environment or checkpoint; 143 (128 +
+SIGTERM) stopped by SIGTERM after writing a checkpoint (a rerun resumes). Every non-zero exit
+writes a one-line reason to output/failure (SageMaker's FailureReason).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -63,6 +65,27 @@ def _worker_argv() -> list[str]:
     return argv if "train" in argv else ["train", *argv]
 
 
+def _maybe_run_user_program(base: Path, args: argparse.Namespace) -> None:
+    """Script mode: a job that names its own entry point goes to the toolkit (never returns)."""
+    from dogbreed.train import environment, toolkit
+
+    program = toolkit.user_program(environment.read_hyperparameters(base), os.environ)
+    if program is None:
+        return
+    given = [
+        name
+        for name in ("data", "model_dir", "output_dir", "checkpoint_dir")
+        if getattr(args, name)
+    ]
+    if given or _flags(args):
+        raise ConfigError(
+            f"this job runs your script {program!r} (sagemaker_program / {toolkit.PROGRAM_ENV}): "
+            "dogbreed train flags do not apply to it; pass its arguments as hyperparameters"
+        )
+    log.info("script mode: running %s through the sagemaker-training toolkit", program)
+    toolkit.run_user_program(str(base))
+
+
 def main(args: argparse.Namespace) -> int:
     # Heavy imports here, not at module level: `dogbreed --help` stays fast.
     from dogbreed.data.layout import DataError
@@ -73,6 +96,7 @@ def main(args: argparse.Namespace) -> int:
     base = environment.base_dir(args.base_dir)
     output_dir = Path(args.output_dir) if args.output_dir else base / "output"
     try:
+        _maybe_run_user_program(base, args)
         paths = environment.job_paths(
             base, args.data, args.model_dir, args.output_dir, args.checkpoint_dir
         )
@@ -100,9 +124,21 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     except Exception as exc:
         log.exception("training failed")
-        # The exception and the innermost frame: enough to act on within SageMaker's 1024 chars.
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        reason = f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
-        environment.write_failure(output_dir, reason)
+        environment.write_failure(output_dir, _unexpected_reason(exc))
         return EXIT_ERROR
     return 0
+
+
+def _unexpected_reason(exc: Exception) -> str:
+    """The cause when we know it (no space, permission denied, a lost peer); otherwise the
+    exception and its innermost frame: enough to act on within SageMaker's 1024 characters."""
+    from dogbreed.model.files import storage_reason
+    from dogbreed.train.distributed import PeerLost
+
+    if isinstance(exc, PeerLost):
+        return str(exc)
+    known = storage_reason(exc)
+    if known is not None:
+        return known
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"

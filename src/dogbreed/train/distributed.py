@@ -2,18 +2,50 @@
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. Without them the job is
 a single process and nothing here touches torch.distributed.
+
+A lost peer: when another rank's process dies, its connections close and this rank's next
+collective fails at once (gloo: "Connection closed by peer"); `lost_peer` turns that into a
+PeerLost with a reason. A host that vanishes with its network (power loss, a kernel panic) or
+freezes closes nothing, and a collective would wait for torch's timeout (gloo: 30 minutes):
+`watch_peers` notices the silence within DOGBREED_PEER_TIMEOUT seconds instead.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
+from dogbreed.config import ConfigError
+
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+ENV_PEER_TIMEOUT = "DOGBREED_PEER_TIMEOUT"
+DEFAULT_PEER_TIMEOUT = 60.0
+# What gloo and NCCL say when a peer's connection breaks (as plain RuntimeErrors).
+_PEER_LOST_SIGNS = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "Timed out waiting",
+    "ncclRemoteError",
+)
+_PEER_LOST_HINT = (
+    "another host crashed, was stopped or lost the network; its own log or output/failure says "
+    "why; a rerun resumes from the last checkpoint"
+)
 
 
 @dataclass(frozen=True)
@@ -88,3 +120,119 @@ def barrier(info: DistInfo) -> None:
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+class PeerLost(RuntimeError):
+    """Another process of the job died, froze or lost the network: this one cannot go on."""
+
+
+def lost_peer(exc: BaseException) -> PeerLost | None:
+    """A PeerLost with a reason when `exc` is a collective failing for a lost peer, else None."""
+    text = str(exc)
+    if not isinstance(exc, (dist.DistNetworkError, dist.DistStoreError)) and not any(
+        sign in text for sign in _PEER_LOST_SIGNS
+    ):
+        return None
+    # "[.../gloo/transport/tcp/pair.cc:561] Connection closed by peer [10.0.0.2]:4321. This is..."
+    core = re.sub(r"^\[[^\]]*\] *", "", text.strip()).split(". ")[0].partition("\n")[0]
+    return PeerLost(f"lost contact with another process of this job ({core}): {_PEER_LOST_HINT}")
+
+
+def peer_timeout() -> float:
+    """Seconds without a sign of life from a peer before the job is given up (> 0)."""
+    raw = os.environ.get(ENV_PEER_TIMEOUT) or str(DEFAULT_PEER_TIMEOUT)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(f"{ENV_PEER_TIMEOUT} must be a number of seconds > 0, got {raw!r}")
+    return value
+
+
+@contextmanager
+def watch_peers(info: DistInfo, on_lost: Callable[[str], None]) -> Iterator[None]:
+    """While inside, a thread calls `on_lost(reason)` when a peer falls silent (see the module).
+
+    `on_lost` runs in that thread while the main thread may be stuck in a collective that
+    nothing can interrupt, so it has to end the process itself.
+    """
+    if not info.enabled:
+        yield
+        return
+    timeout = peer_timeout()
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        is_master=False,
+        timeout=timedelta(seconds=timeout),  # a frozen master host: store calls fail, not hang
+        wait_for_workers=False,
+    )
+    done = threading.Event()
+    thread = threading.Thread(
+        target=_heartbeat, args=(store, info, timeout, done, on_lost), daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _heartbeat(
+    store: dist.Store,
+    info: DistInfo,
+    timeout: float,
+    done: threading.Event,
+    on_lost: Callable[[str], None],
+) -> None:
+    """Bump this rank's counter in the job's store; watch the counters of the peers.
+
+    Rank 0 watches every rank, the others watch rank 0: a silent rank makes rank 0 exit, and
+    that exit breaks the connections of every other rank, which then fail at once.
+    """
+    peers = range(1, info.world_size) if info.is_main() else [0]
+    seen = {peer: (-1, time.monotonic()) for peer in peers}  # counter, when it last moved
+    # Store calls run in a worker: one to a frozen master host never returns (no time-out).
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        while not done.wait(min(5.0, timeout / 4)):
+            reason = _silence(pool.submit(_beat, store, info.rank, peers), seen, timeout)
+            if reason is not None and not done.is_set():
+                on_lost(reason)
+                return
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _beat(store: dist.Store, rank: int, peers: Iterable[int]) -> dict[int, int]:
+    store.add(f"dogbreed/alive/{rank}", 1)
+    return {peer: store.add(f"dogbreed/alive/{peer}", 0) for peer in peers}  # 0: no change
+
+
+def _silence(
+    beat: Future[dict[int, int]], seen: dict[int, tuple[int, float]], timeout: float
+) -> str | None:
+    """Why the job is lost, from this round's counters (`seen` is updated), or None."""
+    master = f"the master host {os.environ['MASTER_ADDR']}"
+    try:
+        counts = beat.result(timeout=timeout)
+    except TimeoutError:
+        return (
+            f"lost contact with {master}: its rendezvous store did not answer for {timeout:g} s "
+            f"({ENV_PEER_TIMEOUT}): {_PEER_LOST_HINT}"
+        )
+    except RuntimeError as exc:  # DistStoreError, DistNetworkError: refused, reset
+        first_line = str(exc).partition("\n")[0]
+        return f"lost contact with {master} (its rendezvous store: {first_line}): {_PEER_LOST_HINT}"
+    now = time.monotonic()
+    for peer, count in counts.items():
+        if count != seen[peer][0]:
+            seen[peer] = (count, now)
+        elif now - seen[peer][1] > timeout:
+            return (
+                f"lost contact with rank {peer} of this job: no sign of life for {timeout:g} s "
+                f"({ENV_PEER_TIMEOUT}): {_PEER_LOST_HINT}"
+            )
+    return None

@@ -37,7 +37,8 @@ from dogbreed.model import artifact
 from dogbreed.model.build import build_model, trainable_parameters
 from dogbreed.train import checkpoint, distributed
 from dogbreed.train import report as reporting
-from dogbreed.train.environment import JobPaths
+from dogbreed.train.cli import EXIT_ERROR
+from dogbreed.train.environment import JobPaths, write_failure
 
 log = logging.getLogger(__name__)
 
@@ -241,10 +242,24 @@ def train(cfg: TrainConfig, paths: JobPaths, report: ReportFn | None = None) -> 
     info = distributed.setup()
     stop = _StopFlag()
     try:
-        with stop.installed():
+        with stop.installed(), distributed.watch_peers(info, lambda why: _give_up(paths, why)):
             return _train(cfg, paths, report, info, stop)
+    except RuntimeError as exc:
+        lost = distributed.lost_peer(exc) if info.enabled else None
+        if lost is None:
+            raise
+        raise lost from exc
     finally:
         distributed.cleanup()
+
+
+def _give_up(paths: JobPaths, reason: str) -> None:
+    """A peer fell silent (distributed.watch_peers). This rank may be stuck in a collective
+    that nothing interrupts: write the reason and end the process here; torchrun then stops
+    this host's other workers."""
+    log.error("%s", reason)
+    write_failure(paths.output_dir, reason)
+    os._exit(EXIT_ERROR)
 
 
 def _train(

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dogbreed.model.files import write_file, write_text
+
 # Plain character classes only (no \b, no (?:...)): portable to any regex engine. Names never
 # occur inside each other and no other log line contains `name=` for these names.
 _NUMBER = r"([0-9.eE+-]+)"
@@ -85,7 +87,7 @@ def write_metrics(
     clean = {
         k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in final.items()
     }
-    path.write_text(json.dumps({"final": clean, "history": history, **extra}, indent=2))
+    write_text(path, json.dumps({"final": clean, "history": history, **extra}, indent=2))
     return path
 
 
@@ -107,7 +109,7 @@ def plot_curves(output_data_dir: Path, history: list[dict[str, float]]) -> Path:
         ax.legend()
     fig.tight_layout()
     path = output_data_dir / CURVES_FILE
-    fig.savefig(path, dpi=100)
+    write_file(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return path
 
@@ -136,6 +138,6 @@ def plot_confusion(
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     path = output_data_dir / CONFUSION_FILE
-    fig.savefig(path, dpi=100)
+    write_file(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return path

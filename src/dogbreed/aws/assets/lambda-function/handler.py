@@ -10,12 +10,19 @@ Needs nothing but the Lambda Python runtime (stdlib + boto3/botocore); it must n
 
 Every answer, direct invocation included, has the proxy-integration shape
 `{"statusCode", "headers", "body"}` with a JSON body: top-k on success,
-`{"error": <code>, "message": <text>}` otherwise. Nothing from the context, the environment or
+`{"error": <code>, "message": <text>}` otherwise; for an ALB also `statusDescription`, and
+`multiValueHeaders` instead of `headers` when the event came with them (an ALB target with
+multi-value headers on rejects anything else). Nothing from the context, the environment or
 the endpoint's internals (account id, ARNs, log streams, stack traces) reaches the caller.
+
+Logs: one JSON object per line with `timestamp` and `level` (Lambda's JSON log format filters on
+them); each request's line is also a CloudWatch Embedded Metric Format record (latency,
+endpoint time, requests by status class), so CloudWatch makes metrics of it with no agent and
+no extra dependency.
 
 Environment: ENDPOINT_NAME (required), CORS_ALLOW_ORIGIN (comma-separated origins, unset: no
 CORS headers), ENDPOINT_CONNECT_TIMEOUT (s, 3), ENDPOINT_READ_TIMEOUT (s, 65),
-ENDPOINT_MAX_ATTEMPTS (3), MAX_TOP_K (20).
+ENDPOINT_MAX_ATTEMPTS (3), MAX_TOP_K (20), METRICS_NAMESPACE (dogbreed; empty: no metrics).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import os
 import sys
 import time
 import traceback
+from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 import boto3
@@ -37,6 +46,7 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectTimeoutError,
+    EndpointConnectionError,
     ReadTimeoutError,
 )
 
@@ -88,8 +98,10 @@ def get_client() -> Any:
 
 
 def log(level: str, message: str, **fields: Any) -> None:
-    """One JSON object per line on stdout: CloudWatch Logs Insights parses the fields."""
-    record = {"level": level, "message": message, **fields}
+    """One JSON object per line on stdout: CloudWatch Logs Insights parses the fields, and with
+    the JSON log format Lambda reads `timestamp` (RFC 3339) and filters on `level`."""
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    record = {"timestamp": stamp, "level": level, "message": message, **fields}
     sys.stdout.write(json.dumps(record, default=str) + "\n")
     sys.stdout.flush()
 
@@ -328,6 +340,11 @@ def invoke(image: bytes, top_k: int | None) -> str:
     except (ReadTimeoutError, ConnectTimeoutError) as exc:
         log("ERROR", "endpoint call timed out", error=type(exc).__name__)
         raise HttpError(504, "timeout", "the model did not answer in time") from None
+    except EndpointConnectionError as exc:  # refused, DNS failure: upstream, not our bug
+        log("ERROR", "endpoint unreachable", error=type(exc).__name__, detail=str(exc))
+        raise HttpError(
+            503, "endpoint_unreachable", "the model cannot be reached: retry later"
+        ) from None
     except BotoCoreError as exc:
         log("ERROR", "endpoint call failed", error=type(exc).__name__, detail=str(exc))
         raise HttpError(500, "internal_error", "internal error") from None
@@ -366,9 +383,45 @@ def cors_headers(event: Any) -> dict[str, str]:
     }
 
 
+def _is_alb(event: Any) -> bool:
+    return isinstance(event, dict) and "elb" in _mapping(event.get("requestContext"))
+
+
 def response(status: int, body: str, event: Any, extra: dict[str, str] | None = None) -> dict:
+    """The answer in the shape the event came in."""
     headers = {"Content-Type": "application/json", **cors_headers(event), **(extra or {})}
-    return {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}
+    result: dict[str, Any] = {"statusCode": status, "body": body, "isBase64Encoded": False}
+    if _is_alb(event):
+        result["statusDescription"] = f"{status} {HTTPStatus(status).phrase}"
+    if _is_alb(event) and "multiValueHeaders" in event:
+        # A target group with multi-value headers on sends them and reads only them back.
+        result["multiValueHeaders"] = {name: [value] for name, value in headers.items()}
+    else:
+        result["headers"] = headers
+    return result
+
+
+def metrics(fields: dict[str, Any]) -> dict[str, Any]:
+    """CloudWatch Embedded Metric Format members for the request's log line: latency, endpoint
+    time and a request count, per function and per function and status class (2xx/4xx/5xx)."""
+    namespace = os.environ.get("METRICS_NAMESPACE", "dogbreed").strip()
+    if not namespace:
+        return {}
+    values = {"Latency": fields["latency_ms"], "Requests": 1}
+    if "endpoint_ms" in fields:
+        values["EndpointLatency"] = fields["endpoint_ms"]
+    units = {"Latency": "Milliseconds", "EndpointLatency": "Milliseconds", "Requests": "Count"}
+    directive = {
+        "Namespace": namespace,
+        "Dimensions": [["FunctionName"], ["FunctionName", "StatusClass"]],
+        "Metrics": [{"Name": name, "Unit": units[name]} for name in values],
+    }
+    return {
+        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [directive]},
+        "FunctionName": os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "local"),
+        "StatusClass": f"{fields['status'] // 100}xx",
+        **values,
+    }
 
 
 def error_body(error: HttpError) -> str:
@@ -410,5 +463,6 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         )
     fields["status"] = result["statusCode"]
     fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
-    log("INFO" if result["statusCode"] < 500 else "ERROR", "request", **fields)
+    level = "INFO" if result["statusCode"] < 500 else "ERROR"
+    log(level, "request", **fields, **metrics(fields))
     return result
