@@ -190,3 +190,50 @@ def test_tune_streams_the_trials_log_lines(
     out = capsys.readouterr().out
     assert "[001-0123abcd/algo-1-1700000000] epoch=1 trial 1" in out
     assert "other job's" not in out
+
+
+@pytest.mark.parametrize("logs_flag", ["--logs", "--no-logs"])
+def test_tune_output_json_is_one_document(
+    cloudwatch_logs: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    logs_flag: str,
+) -> None:
+    name = f"dogbreed-tune-{logs_flag[2:4]}"
+    trial = {
+        "TrainingJobName": f"{name}-001-0123abcd",
+        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{name}-001",
+        "CreationTime": "2026-01-01T00:00:00Z",
+        "TrainingJobStatus": "Completed",
+        "TunedHyperParameters": {"learning_rate": "0.002"},
+        "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_loss", "Value": 0.4},
+    }
+
+    # moto lacks ListTrainingJobsForHyperParameterTuningJob: that one call is answered here.
+    def listing(model: Any, **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        return AWSResponse("local", 200, {}, None), {"TrainingJobSummaries": [trial]}
+
+    original = Aws.client
+
+    def client(self: Aws, service: str, **kwargs: Any) -> Any:
+        made = original(self, service, **kwargs)
+        event = "before-call.sagemaker.ListTrainingJobsForHyperParameterTuningJob"
+        made.meta.events.register_first(event, listing)
+        return made
+
+    monkeypatch.setattr(Aws, "client", client)
+    tune = ["sagemaker", "tune", "--image", "i", "--role", ROLE, "--data", "s3://dogbreed-b/d"]
+    tune += ["--output", "s3://dogbreed-b/t", "--job-name", name, "--output", "json", logs_flag]
+    write(cloudwatch_logs, f"{trial['TrainingJobName']}/algo-1-1700000000", "epoch=1 of 001")
+    assert main(tune) == 0  # moto's tuning jobs complete at once: one poll
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)  # stdout: the result only
+    assert (document["tuning_job"], document["status"]) == (name, "Completed")
+    assert document["arn"].endswith(f":hyper-parameter-tuning-job/{name}")
+    assert document["best_training_job"] == trial["TrainingJobName"]
+    assert document["best_objective_value"] == 0.4
+    assert json.loads(document["best_hyperparameters"]["learning_rate"]) == 0.002
+    assert document["console_url"].endswith(f"#/hyper-tuning-jobs/{name}")
+    assert f"console: {document['console_url']}" in captured.err  # progress: stderr
+    streamed = "[001-0123abcd/algo-1-1700000000] epoch=1 of 001" in captured.err
+    assert streamed == (logs_flag == "--logs")

@@ -325,7 +325,7 @@ def test_deploy_checks_flags_before_creating_anything(
     argv = deploy_argv("dogs", "--traffic-routing", "LINEAR", "--traffic-percent", "0")
     assert main([*argv, "--dry-run"]) == 2
     captured = capsys.readouterr()
-    assert "--traffic-percent must be between 1 and 100" in captured.err
+    assert "--traffic-percent must be between 10 and 50 for LINEAR" in captured.err
     assert captured.out == ""
 
 
@@ -611,6 +611,14 @@ def test_alarms_roll_a_rolling_update_back_and_delete_removes_them(
     [
         (["--update-policy", "rolling", "--rolling-batch-percent", "60"], "between 5 and 50"),
         (["--wait-interval", "4000"], "--wait-interval must be between 0 and 3600"),
+        (["--termination-wait", "4000"], "--termination-wait must be between 0 and 3600"),
+        (
+            [*[f"--rollback-alarm=a{i}" for i in range(9)], "--create-alarms"],
+            "at most 10 alarms, not 11",
+        ),
+        # AWS's ranges, which moto does not check: a canary of at most half the new fleet.
+        (["--traffic-routing", "CANARY", "--traffic-percent", "60"], "between 1 and 50"),
+        (["--traffic-routing", "LINEAR", "--traffic-percent", "5"], "between 10 and 50"),
         (["--create-alarms", "--alarm-5xx-rate", "5"], "--alarm-5xx-rate must be a fraction"),
         (["--serverless-memory", "2048"], "needs both --serverless-memory"),
         (["--serverless-memory", "1500", "--serverless-concurrency", "2"], "must be one of"),
@@ -675,6 +683,30 @@ def test_instances_cannot_become_serverless(
     assert main(deploy_argv("dogs", *SERVERLESS)) == 2
     assert "cannot turn an instance-based endpoint into a serverless one" in capsys.readouterr().err
     assert "CreateModel" not in calls and "CreateEndpointConfig" not in calls
+
+
+def test_a_serverless_endpoint_is_not_updated_rolling(
+    moto_server: str, calls: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # AWS's deployment guardrails exclude serverless endpoints from rolling updates, also on
+    # the way to instances: refused before anything is created.
+    assert main(deploy_argv("dogs", *SERVERLESS)) == 0
+    calls.clear()
+    assert main(deploy_argv("dogs", "--update-policy", "rolling")) == 2
+    assert "serverless: AWS updates it blue/green only" in capsys.readouterr().err
+    assert "CreateModel" not in calls and "CreateEndpointConfig" not in calls
+
+
+def test_an_update_keeps_the_variant_name(
+    moto_server: str, calls: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Blue/green and rolling updates need the new config to carry the running variant's name.
+    assert main(deploy_argv("dogs")) == 0
+    calls.clear()
+    assert main(deploy_argv("dogs", "--variant-name", "Canary")) == 2
+    err = capsys.readouterr().err
+    assert "has no variant 'Canary' (it has ['AllTraffic'])" in err
+    assert "CreateModel" not in calls
 
 
 def test_output_json_is_one_document(moto_server: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -112,6 +112,9 @@ def test_deploy_creates_everything(moto_server: str, monkeypatch: pytest.MonkeyP
         "CORS_ALLOW_ORIGIN": "https://app.example.com",
     }
     assert summary["timeouts"]["worst_case_s"] == 70
+    # A Function URL waits up to the function's timeout: the 90 s budget is what fits.
+    assert summary["timeouts"]["behind"] == "Function URL"
+    assert any(note.startswith("timeouts: 1 attempt(s)") for note in summary["notes"])
     assert config["Role"] == f"arn:aws:iam::{ACCOUNT}:role/dogbreed-client-role"
     alias = lam.get_alias(FunctionName="dogbreed-client", Name="live")
     assert alias["FunctionVersion"] == summary["version"] != "$LATEST"

@@ -15,12 +15,15 @@ import io
 import json
 import re
 import socket
+import socketserver
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from aws_fake_container import running_container
 from conftest import SAMPLE_CLASSES
 from PIL import Image
 from runtime_standin import ACCOUNT, RuntimeStandIn, load_handler, running_standin
@@ -524,3 +527,53 @@ def test_client_is_created_once_per_container(lam: ModuleType) -> None:
     assert config.read_timeout == 65  # above SageMaker's 60 s limit for /invocations
     assert config.connect_timeout == 3
     assert config.retries["total_max_attempts"] == 2  # from ENDPOINT_MAX_ATTEMPTS
+
+
+def test_every_log_line_has_a_level_lambda_knows(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Lambda files a line whose level is not one of its names as INFO, so a "WARNING" would
+    # escape --application-log-level WARN. A small container that refuses the image (415)
+    # gives the 4xx path its WARN line; the real model is not needed for that.
+    with running_container() as container, running_standin(ENDPOINT, container.url) as runtime:
+        container.status = 415
+        monkeypatch.setenv("ENDPOINT_NAME", ENDPOINT)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime.url)
+        capsys.readouterr()
+        status, _, _ = call(load_handler(), {"image_base64": b64(jpeg_bytes())})
+    assert status == 400
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    assert [(r["message"], r["level"]) for r in records] == [
+        ("endpoint call failed", "WARN"),
+        ("request", "INFO"),
+    ]
+
+
+class HangUp(socketserver.BaseRequestHandler):
+    """Reads one whole HTTP request, then closes the connection without answering."""
+
+    def handle(self) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self.request.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(body) < length:
+            body += self.request.recv(65536)
+
+
+def test_a_connection_broken_before_the_answer_is_502(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real server that takes the request and hangs up: botocore's ConnectionClosedError.
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), HangUp) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        host, port = server.server_address
+        monkeypatch.setenv("ENDPOINT_NAME", ENDPOINT)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", f"http://{host}:{port}")
+        monkeypatch.setenv("ENDPOINT_MAX_ATTEMPTS", "1")
+        try:
+            status, _, body = call(load_handler(), {"image_base64": b64(jpeg_bytes())})
+        finally:
+            server.shutdown()
+    assert (status, body["error"]) == (502, "upstream_error")

@@ -75,8 +75,14 @@ def thresholds_from(args: argparse.Namespace) -> Thresholds:
     return thresholds
 
 
+def alarm_names(endpoint: str, variant: str) -> tuple[str, str]:
+    """The names of the variant's two alarms: server errors, latency."""
+    return f"{endpoint}-{variant}-5xx", f"{endpoint}-{variant}-latency"
+
+
 def alarm_requests(endpoint: str, variant: str, thresholds: Thresholds) -> list[dict[str, Any]]:
     """The PutMetricAlarm parameters of the two alarms."""
+    errors_name, latency_name = alarm_names(endpoint, variant)
     common = {
         "Namespace": NAMESPACE,
         "Dimensions": [
@@ -94,7 +100,7 @@ def alarm_requests(endpoint: str, variant: str, thresholds: Thresholds) -> list[
     return [
         {
             **common,
-            "AlarmName": f"{endpoint}-{variant}-5xx",
+            "AlarmName": errors_name,
             "AlarmDescription": f"{endpoint}/{variant}: share of invocations answered 5xx",
             "MetricName": "Invocation5XXErrors",
             # One data point per invocation (0 or 1): the average is the error rate.
@@ -103,7 +109,7 @@ def alarm_requests(endpoint: str, variant: str, thresholds: Thresholds) -> list[
         },
         {
             **common,
-            "AlarmName": f"{endpoint}-{variant}-latency",
+            "AlarmName": latency_name,
             "AlarmDescription": f"{endpoint}/{variant}: p95 model latency",
             "MetricName": "ModelLatency",
             "ExtendedStatistic": "p95",

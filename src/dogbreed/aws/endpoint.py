@@ -46,7 +46,10 @@ log = logging.getLogger(__name__)
 # SageMaker real-time endpoints take request bodies up to 6 MB.
 MAX_BODY = 6 * 1024 * 1024
 ROUTING = ("ALL_AT_ONCE", "CANARY", "LINEAR")
+# AWS's limits, in % of the new fleet: a canary at most half of it, linear steps 10-50%.
+TRAFFIC_PERCENT = {"CANARY": (1, 50), "LINEAR": (10, 50)}
 UPDATE_POLICIES = ("blue-green", "rolling")
+MAX_ROLLBACK_ALARMS = 10  # AutoRollbackConfiguration's limit
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 # Serverless inference: 1-6 GB of memory in 1 GB steps, at most 200 concurrent invocations.
 SERVERLESS_MEMORY_MB = tuple(range(1024, 6145, 1024))
@@ -134,7 +137,8 @@ def add_update_arguments(update: argparse._ArgumentGroup) -> None:
         "--traffic-percent",
         type=int,
         default=10,
-        help="CANARY: canary size; LINEAR: step size, in %% of capacity (default 10)",
+        help="CANARY: canary size, 1-50; LINEAR: step size, 10-50; in %% of the new fleet's "
+        "capacity (default 10)",
     )
     update.add_argument(
         "--rolling-batch-percent",
@@ -266,8 +270,16 @@ def variant_from(args: argparse.Namespace) -> Variant:
 
 def deployment_config(args: argparse.Namespace, rollback_alarms: list[str]) -> dict[str, Any]:
     """UpdateEndpoint's DeploymentConfig: blue/green or rolling, with the rollback alarms."""
+    # AWS's ranges; botocore checks only the minimum.
     if not 0 <= args.wait_interval <= 3600:
         raise UsageError("--wait-interval must be between 0 and 3600 seconds")
+    if not 0 <= args.termination_wait <= 3600:
+        raise UsageError("--termination-wait must be between 0 and 3600 seconds")
+    if len(rollback_alarms) > MAX_ROLLBACK_ALARMS:
+        raise UsageError(
+            f"AWS rolls an update back on at most {MAX_ROLLBACK_ALARMS} alarms, not "
+            f"{len(rollback_alarms)} (--rollback-alarm, plus 2 with --create-alarms)"
+        )
     if args.update_policy == "rolling":
         if not 5 <= args.rolling_batch_percent <= 50:
             raise UsageError("--rolling-batch-percent must be between 5 and 50 (AWS's range)")
@@ -293,8 +305,12 @@ def blue_green_policy(args: argparse.Namespace) -> dict[str, Any]:
         "WaitIntervalInSeconds": args.wait_interval,
     }
     if args.traffic_routing != "ALL_AT_ONCE":
-        if not 1 <= args.traffic_percent <= 100:
-            raise UsageError("--traffic-percent must be between 1 and 100")
+        low, high = TRAFFIC_PERCENT[args.traffic_routing]
+        if not low <= args.traffic_percent <= high:
+            raise UsageError(
+                f"--traffic-percent must be between {low} and {high} for "
+                f"{args.traffic_routing} (AWS's range)"
+            )
         key = "CanarySize" if args.traffic_routing == "CANARY" else "LinearStepSize"
         routing[key] = {"Type": "CAPACITY_PERCENT", "Value": args.traffic_percent}
     return {
@@ -305,15 +321,21 @@ def blue_green_policy(args: argparse.Namespace) -> dict[str, Any]:
 
 def running_variant(sm: Any, endpoint: dict[str, Any], variant: str) -> dict[str, Any]:
     """The variant as it runs (DescribeEndpoint: counts, weight) and as configured (its
-    endpoint config: instance type or serverless); empty when the endpoint lacks it."""
+    endpoint config: instance type or serverless)."""
     config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
-    configured = next(
-        (v for v in config.get("ProductionVariants", []) if v["VariantName"] == variant), None
-    )
+    variants = config.get("ProductionVariants", [])
+    configured = next((v for v in variants if v["VariantName"] == variant), None)
+    if configured is None:
+        # AWS's blue/green and rolling updates need the new config to keep the variant name.
+        raise UsageError(
+            f"endpoint {endpoint['EndpointName']!r} has no variant {variant!r} (it has "
+            f"{[v['VariantName'] for v in variants]}): an update keeps the variant name; "
+            "pass that one as --variant-name"
+        )
     running = next(
         (v for v in endpoint.get("ProductionVariants", []) if v["VariantName"] == variant), {}
     )
-    return {**configured, **running} if configured else {}
+    return {**configured, **running}
 
 
 def is_serverless(variant: dict[str, Any]) -> bool:
@@ -329,12 +351,18 @@ class UpdatePlan:
     notes: list[str] = field(default_factory=list)
 
 
-def update_plan(current: dict[str, Any], wanted: Variant) -> UpdatePlan:
+def update_plan(current: dict[str, Any], wanted: Variant, policy: str) -> UpdatePlan:
     """Keep the running instance count and weight (autoscaling's), as AWS asks for autoscaled
     variants: without RetainAllVariantProperties the new config's InitialInstanceCount would
     apply. `--instance-count` changes the count on purpose; data capture always follows this
     deploy's flags."""
     plan = UpdatePlan()
+    if is_serverless(current) and policy == "rolling":
+        # AWS's deployment guardrails exclude serverless endpoints from rolling updates.
+        raise UsageError(
+            "the endpoint is serverless: AWS updates it blue/green only (--update-policy "
+            "blue-green), not rolling"
+        )
     if is_serverless(current) or wanted.serverless:
         if wanted.serverless and not is_serverless(current):
             raise UsageError(
@@ -453,7 +481,8 @@ def deploy(aws: Aws, args: argparse.Namespace) -> Deployment:
     # Every flag is checked before the first call.
     resources = Resources.from_args(args, done.variant)
     thresholds = alarms.thresholds_from(args)
-    deployment_config(args, [])
+    created = alarms.alarm_names(done.endpoint, done.variant.name) if args.create_alarms else ()
+    policy = deployment_config(args, [*(args.rollback_alarm or []), *created])
     tags = tag_list({**parse_pairs(args.tag, "--tag"), TAG_KEY: done.endpoint})
     sm = aws.client("sagemaker")
     # A dry run sees no endpoint: it prints the create path.
@@ -462,15 +491,13 @@ def deploy(aws: Aws, args: argparse.Namespace) -> Deployment:
         check_updatable(existing, done.endpoint)
         done.updated = True
         done.current = running_variant(sm, existing, done.variant.name)
-        if done.current:
-            done.plan = update_plan(done.current, done.variant)
+        done.plan = update_plan(done.current, done.variant, args.update_policy)
     done.config = create_model_and_config(sm, args, done.variant, resources, tags)
     if args.create_alarms:
         cloudwatch = aws.client("cloudwatch")
         done.alarms = alarms.put_alarms(cloudwatch, done.endpoint, done.variant.name, thresholds)
     if done.updated:
-        rollback = [*(args.rollback_alarm or []), *done.alarms]
-        update(aws, sm, args, deployment_config(args, rollback), done)
+        update(aws, sm, args, policy, done)
         return done
     sm.create_endpoint(EndpointName=done.endpoint, EndpointConfigName=done.config, Tags=tags)
     log.info("creating endpoint %s with config %s", done.endpoint, done.config)

@@ -46,9 +46,10 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectTimeoutError,
-    EndpointConnectionError,
+    HTTPClientError,
     ReadTimeoutError,
 )
+from botocore.exceptions import ConnectionError as NoConnectionError
 
 # SageMaker real-time endpoints and synchronous Lambda invocations both cap payloads at 6 MB.
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
@@ -330,7 +331,8 @@ def invoke(image: bytes, top_k: int | None) -> str:
     except ClientError as exc:
         mapped = _map_client_error(exc)
         log(
-            "ERROR" if mapped.status >= 500 else "WARNING",
+            # Lambda's level names: an unknown one ("WARNING") would be filed as INFO.
+            "ERROR" if mapped.status >= 500 else "WARN",
             "endpoint call failed",
             aws_error=exc.response.get("Error", {}).get("Code"),
             original_status=exc.response.get("OriginalStatusCode"),
@@ -340,10 +342,15 @@ def invoke(image: bytes, top_k: int | None) -> str:
     except (ReadTimeoutError, ConnectTimeoutError) as exc:
         log("ERROR", "endpoint call timed out", error=type(exc).__name__)
         raise HttpError(504, "timeout", "the model did not answer in time") from None
-    except EndpointConnectionError as exc:  # refused, DNS failure: upstream, not our bug
+    except NoConnectionError as exc:  # refused, DNS, TLS or proxy failure: upstream, not ours
         log("ERROR", "endpoint unreachable", error=type(exc).__name__, detail=str(exc))
         raise HttpError(
             503, "endpoint_unreachable", "the model cannot be reached: retry later"
+        ) from None
+    except HTTPClientError as exc:  # connected, then the connection broke before the answer
+        log("ERROR", "endpoint connection lost", error=type(exc).__name__, detail=str(exc))
+        raise HttpError(
+            502, "upstream_error", "the connection to the model broke: retry later"
         ) from None
     except BotoCoreError as exc:
         log("ERROR", "endpoint call failed", error=type(exc).__name__, detail=str(exc))
