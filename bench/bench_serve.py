@@ -1,17 +1,20 @@
 """Serving benchmark: our stack against the original's way of serving, same model, same run.
 
   ours      `dogbreed serve` (gateway -> MMS -> dogbreed.serve.handler): reduced-size JPEG
-            decoding, numpy preprocessing, onnxruntime (CPU), MMS request batching into one
-            vectorised forward pass
+            decoding, numpy preprocessing, MMS request batching into one vectorised forward
+            pass; one row per precision (fp32: onnxruntime; bf16: OpenVINO, on CPUs with
+            AMX/AVX512-BF16), forced with DOGBREED_PRECISION
   baseline  MMS -> bench/baseline_handler.py: PIL, Resize((S, S)), ToTensor, torch eager fp32,
             one item at a time (the original inference2.py); no gateway hop (favours it)
 
 Both get the same MMS workers x threads. Closed-loop load at each concurrency level with
 photo-sized JPEGs (500x375 by default): p50/p95/p99 latency and throughput, then the ratios.
-Decode + preprocess and the forward pass are also timed alone, in this process.
+Decode + preprocess and the forward pass (per precision: the floor a server can reach) are
+also timed alone, in this process, on the same photos; so is top-1 agreement with fp32.
 
     python bench/bench_serve.py                      # resnet18, 224 px, 133 classes, ~2 min
     python bench/bench_serve.py --model MODEL_DIR --seconds 20 --concurrency 1 4 16
+    python bench/bench_serve.py --arch resnet50 --photo-size 1600 1200 --precisions fp32 bf16
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from serving import running_server  # noqa: E402
 
-from dogbreed.model import artifact  # noqa: E402
-from dogbreed.serve.server import ModelServer  # noqa: E402
+from dogbreed import hostcpu  # noqa: E402
+from dogbreed.model import artifact, precision  # noqa: E402
+from dogbreed.serve.backends import cpu_backend  # noqa: E402
+from dogbreed.serve.mms import ModelServer  # noqa: E402
 from dogbreed.serve.settings import ServeSettings, available_cpus, resolve_parallelism  # noqa: E402
 
 MAX_REQUESTS_PER_LEVEL = 5000  # a hard bound next to --seconds
@@ -133,8 +138,11 @@ def time_per_item(fn: Callable[[], object], repeat: int) -> float:
     return (time.perf_counter() - start) / repeat * 1000
 
 
-def component_costs(model_dir: Path, images: list[bytes], threads: int) -> None:
-    """Decode + preprocess and forward alone (ms per image), ours vs the baseline's way."""
+def component_costs(
+    model_dir: Path, images: list[bytes], threads: int, precisions: list[str]
+) -> dict[str, tuple[float, float]]:
+    """Decode + preprocess and forward alone (ms per image), ours vs the baseline's way; returns
+    each precision's forward floor (ms at batch 1, ms per image at batch 8)."""
     import torch
     from torchvision import transforms
 
@@ -142,7 +150,9 @@ def component_costs(model_dir: Path, images: list[bytes], threads: int) -> None:
     from dogbreed.serve.predictor import Predictor
 
     meta = artifact.read_metadata(model_dir)
-    predictor = Predictor(model_dir, ServeSettings(backend="onnx", threads=threads))
+    predictor = Predictor(
+        model_dir, ServeSettings(backend="onnx", threads=threads, precision="fp32")
+    )
     size = meta.image_size
     squash = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
     torch.set_num_threads(threads)
@@ -165,21 +175,42 @@ def component_costs(model_dir: Path, images: list[bytes], threads: int) -> None:
             return net(t1)
 
     rows = [
-        ("decode+preprocess, ours (draft JPEG, numpy)", time_per_item(ours_pre, 40)),
+        ("decode+preprocess, ours (draft JPEG, crop box, numpy)", time_per_item(ours_pre, 40)),
         ("decode+preprocess, baseline (PIL, Resize, ToTensor)", time_per_item(base_pre, 40)),
-        ("forward batch 1, onnxruntime", time_per_item(lambda: predictor.logits(x1), 20)),
-        (
-            "forward batch 8, onnxruntime (per image)",
-            time_per_item(lambda: predictor.logits(x8), 5) / 8,
-        ),
-        ("forward batch 1, torch eager fp32 (baseline)", time_per_item(torch_eager, 20)),
     ]
+    floors = {}
+    for name in precisions:
+        backend = cpu_backend(model_dir, name, threads)
+        floors[name] = (
+            time_per_item(lambda b=backend: b.run(x1), 20),
+            time_per_item(lambda b=backend: b.run(x8), 5) / 8,
+        )
+        rows.append((f"forward batch 1, {name} ({backend.description})", floors[name][0]))
+        rows.append((f"forward batch 8 per image, {name}", floors[name][1]))
+    rows.append(("forward batch 1, torch eager fp32 (baseline)", time_per_item(torch_eager, 20)))
     # OpenMP barriers suffer badly when other processes hold the cores: show 1 thread too.
     torch.set_num_threads(1)
     rows.append(("forward batch 1, torch eager fp32, 1 thread", time_per_item(torch_eager, 20)))
     print(f"\ncomponent costs, {threads} thread(s), ms per image:")
     for name, ms in rows:
-        print(f"  {name:<52} {ms:8.2f}")
+        print(f"  {name:<72} {ms:8.2f}")
+    return floors
+
+
+def agreement(model_dir: Path, images: list[bytes], precisions: list[str]) -> None:
+    """Top-1 agreement and largest probability difference of each precision vs fp32."""
+    from dogbreed.serve.preprocess import Preprocessor
+
+    preprocess = Preprocessor(artifact.read_metadata(model_dir))
+    batch = np.stack([preprocess(data) for data in images])
+    fp32 = cpu_backend(model_dir, "fp32", 1).run(batch)
+    for name in precisions[1:]:
+        result = precision.compare(fp32, cpu_backend(model_dir, name, 1).run(batch))
+        print(
+            f"{name} vs fp32 on the {len(images)} bench photos: top-1 agreement "
+            f"{result['top1_agreement']:.2%}, largest probability difference "
+            f"{result['max_prob_diff']:.4f}"
+        )
 
 
 def main() -> int:
@@ -191,7 +222,17 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--seconds", type=float, default=8.0, help="per level and server")
     parser.add_argument("--photo-size", type=int, nargs=2, default=[500, 375])
+    fast = not precision.unavailable("bf16", hostcpu.cpu_flags())
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "bf16"],
+        default=["fp32", "bf16"] if fast else ["fp32"],
+        help="one `ours` row each, fp32 first (default: bf16 too where the CPU computes it)",
+    )
     args = parser.parse_args()
+    if args.precisions[0] != "fp32":
+        parser.error("--precisions must start with fp32 (the reference)")
 
     cpus = available_cpus()
     settings = resolve_parallelism(ServeSettings(), cpus, 0)
@@ -200,9 +241,12 @@ def main() -> int:
         "DOGBREED_THREADS": str(settings.threads),
     }
     images = photo_jpegs(16, tuple(args.photo_size))
+    flags = sorted(hostcpu.cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "amx_int8"})
+    flags += sorted(hostcpu.FAST_BF16_FLAGS & hostcpu.cpu_flags())
     print(
-        f"{cpus} CPU(s); both servers: {settings.workers} worker(s) x {settings.threads} "
-        f"thread(s); JPEG {args.photo_size[0]}x{args.photo_size[1]}, "
+        f"{precision.cpu_model()}, flags {' '.join(flags) or 'none of note'}; {cpus} CPU(s); "
+        f"servers: {settings.workers} worker(s) x {settings.threads} thread(s); JPEG "
+        f"{args.photo_size[0]}x{args.photo_size[1]}, "
         f"{sum(map(len, images)) // len(images) // 1024} KiB average"
     )
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
@@ -212,13 +256,15 @@ def main() -> int:
         )
         meta = artifact.read_metadata(model_dir)
         print(f"model: {meta.architecture}, {meta.num_classes} classes, {meta.image_size} px")
-        component_costs(model_dir, images, settings.threads or 1)
+        floors = component_costs(model_dir, images, settings.threads or 1, args.precisions)
+        agreement(model_dir, images, args.precisions)
 
         results: dict[str, dict[int, dict[str, float]]] = {}
-        with running_server(model_dir, env) as url:
-            results["ours"] = {
-                c: load(f"{url}/invocations", images, c, args.seconds) for c in args.concurrency
-            }
+        for name in args.precisions:
+            with running_server(model_dir, {**env, "DOGBREED_PRECISION": name}) as url:
+                results[f"ours {name}"] = {
+                    c: load(f"{url}/invocations", images, c, args.seconds) for c in args.concurrency
+                }
         os.environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO / "bench"), os.environ.get("PYTHONPATH")) if p
         )
@@ -236,19 +282,25 @@ def main() -> int:
         finally:
             baseline.stop()
 
-    print("\nserver      conc      n  err    req/s   p50 ms   p95 ms   p99 ms")
+    print("\nserver          conc      n  err    req/s   p50 ms   p95 ms   p99 ms")
     for name, levels in results.items():
         for c, r in levels.items():
             print(
-                f"{name:<10} {c:>5} {r['n']:>6} {r['errors']:>4} {r['rps']:>8.1f} "
+                f"{name:<14} {c:>5} {r['n']:>6} {r['errors']:>4} {r['rps']:>8.1f} "
                 f"{r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f}"
             )
+    for name, (batch1, batch8) in floors.items():
+        # One worker's forward pass alone, no decode and no hops: what no server can beat.
+        rps = (settings.workers or 1) * 1000 / batch8
+        print(f"{'forward ' + name:<14} {'-':>5} {'-':>6} {'-':>4} {rps:>8.1f} {batch1:>8.1f}")
     print("\nours / baseline   throughput x   p50 latency x (lower is better)")
-    for c in args.concurrency:
-        ours, base = results["ours"][c], results["baseline"][c]
-        if base["rps"] and base["p50"]:
-            print(f"  concurrency {c:>3}   {ours['rps'] / base['rps']:>10.2f}   "
-                  f"{ours['p50'] / base['p50']:>10.2f}")  # fmt: skip
+    base_levels = results["baseline"]
+    for name in args.precisions:
+        for c in args.concurrency:
+            ours, base = results[f"ours {name}"][c], base_levels[c]
+            if base["rps"] and base["p50"]:
+                print(f"  {name} concurrency {c:>3}   {ours['rps'] / base['rps']:>10.2f}   "
+                      f"{ours['p50'] / base['p50']:>10.2f}")  # fmt: skip
     return 0
 
 

@@ -1,6 +1,6 @@
 """Soak: errors and memory of `dogbreed serve` under steady load, our JVM flags against AWS's.
 
-  ours      `dogbreed serve` as shipped: the frontend's JVM sized by server.default_vmargs
+  ours      `dogbreed serve` as shipped: the frontend's JVM sized by mms.default_vmargs
   baseline  the same server with the flags AWS's inference images use (max heap 10% of the
             machine's memory, G1), which this server had before
 

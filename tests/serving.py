@@ -38,7 +38,13 @@ from PIL import Image
 STARTUP_TIMEOUT_S = 240
 STOP_TIMEOUT_S = 40
 # Tests share two cores with other suites: one worker, one thread, unless the caller says more.
-TEST_ENV = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "DOGBREED_THREADS": "1"}
+# fp32: the answers are compared with torch's; bf16 (on AMX/AVX512-BF16 CPUs, when the model's
+# gate passed) has its own tests (test_serve_precision.py).
+TEST_ENV = {
+    "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+    "DOGBREED_THREADS": "1",
+    "DOGBREED_PRECISION": "fp32",
+}
 
 
 class ServerFailed(RuntimeError):

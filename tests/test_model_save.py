@@ -77,3 +77,30 @@ def test_metadata_is_plain_json(saved: tuple[Path, torch.nn.Module]) -> None:
     data = json.loads((saved[0] / "metadata.json").read_text())
     assert data["mean"] == list(artifact.IMAGENET_MEAN)
     assert data["format_version"] == artifact.FORMAT_VERSION
+
+
+def test_validation_images_make_the_export_record_the_agreement_gate(
+    saved: tuple[Path, torch.nn.Module], tmp_path: Path
+) -> None:
+    """save_model_dir(validation=...) (the end of training) measures every reduced-precision
+    path against fp32 and writes the verdict into metadata.json next to the rest."""
+    from PIL import Image
+
+    from dogbreed.model import precision
+
+    images = []
+    for i in range(6):
+        path = tmp_path / f"valid_{i}.jpg"
+        Image.new("RGB", (96, 80), (40 * i, 90, 200 - 30 * i)).save(path)
+        images.append(path)
+    out = tmp_path / "model"
+    _, model = saved
+    meta = artifact.ModelMetadata("resnet18", 3, 64, artifact.eval_resize_size(64))
+    artifact.save_model_dir(out, model, CLASSES, meta, validation=images)
+    record = artifact.read_metadata(out).precisions["bf16"]
+    if record["measured"]:
+        assert record["images"] == 6
+        assert record["passed"] == (record["top1_agreement"] >= precision.MIN_AGREEMENT)
+    else:  # a CPU without hardware bf16 says so instead of measuring fp32 against itself
+        assert record == {"passed": False, "measured": False, "reason": record["reason"]}
+        assert "amx_bf16" in record["reason"] or "openvino" in record["reason"]

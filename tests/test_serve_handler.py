@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,3 +99,31 @@ def test_a_model_failure_is_our_500_with_the_request_id(
         assert status == 500
         assert b'"error": "internal_error"' in body and f'"req-{index}"'.encode() in body
         assert b"fell over" not in body
+
+
+def test_jsonlines_answers_each_line_in_order_and_a_bad_line_alone(service: Service) -> None:
+    """What Batch Transform sends with SplitType=Line, BatchStrategy=MultiRecord."""
+    photo = base64.b64encode(jpeg()).decode()
+    lines = [
+        f'{{"image": "{photo}"}}',
+        '{"image": "not base64!"}',
+        "not json",
+        f'{{"image": "{base64.b64encode(truncated_png()).decode()}"}}',
+        f'{{"image": "{photo}"}}',
+    ]
+    body = ("\n".join(lines) + "\n").encode()
+    single = run(service, [wire_request(0, jpeg(), "image/jpeg")])[0][1]
+    [(status, answer)] = run(service, [wire_request(1, body, "application/jsonlines")])
+    assert status == 200
+    out = [json.loads(line) for line in answer.decode().strip().split("\n")]
+    assert len(out) == len(lines)
+    assert out[0] == out[4] == json.loads(single)  # a line is answered as the photo alone
+    assert [o.get("line") for o in out] == [None, 2, 3, 4, None]
+    assert [o.get("error") for o in out[1:4]] == ["bad_request", "bad_request", "invalid_image"]
+
+
+def test_jsonlines_where_every_line_is_bad_still_answers_every_line(service: Service) -> None:
+    body = b'{"image": ""}\n{"picture": "eA=="}\n'
+    [(status, answer)] = run(service, [wire_request(0, body, "application/x-jsonlines")])
+    assert status == 200
+    assert [json.loads(line)["line"] for line in answer.decode().strip().splitlines()] == [1, 2]

@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("dogbreed.train.cli", "train a model (SageMaker `train` contract or local flags)"),
     "data": ("dogbreed.data.cli", "generate sample data, fetch the dataset, upload it to S3"),
     "serve": ("dogbreed.serve.cli", "serve a model directory over HTTP (/ping, /invocations)"),
+    "export": (
+        "dogbreed.model.cli",
+        "measure a model directory's reduced-precision paths against fp32 (agreement gate)",
+    ),
     "tune": ("dogbreed.tune.cli", "hyperparameter search with Optuna on this machine"),
     "sagemaker": ("dogbreed.aws.cli", "train, tune, deploy, invoke, autoscale, delete on AWS"),
     "loadtest": ("dogbreed.aws.loadtest", "measure one serving container's sustainable req/s"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ class ModelMetadata:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
+    # Reduced-precision paths and their agreement with fp32 (dogbreed.model.precision).
+    precisions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -88,6 +91,10 @@ def read_metadata(model_dir: str | Path) -> ModelMetadata:
     return meta
 
 
+def write_metadata(model_dir: Path, metadata: ModelMetadata) -> None:
+    write_text(model_dir / METADATA_FILE, metadata.to_json())
+
+
 def read_classes(model_dir: str | Path, num_classes: int | None = None) -> list[str]:
     path = Path(model_dir) / CLASSES_FILE
     if not path.is_file():
@@ -108,8 +115,12 @@ def save_model_dir(
     model: Any,
     classes: list[str],
     metadata: ModelMetadata,
+    validation: Sequence[Path] | None = None,
 ) -> Path:
     """Write the model directory (training side): weights, ONNX, TorchScript, classes, metadata.
+
+    `validation` (image files of the validation split): the reduced-precision paths are then
+    measured against fp32 on them and the verdicts recorded in metadata.json (the gate).
 
     `model` is an `nn.Module`; it is copied to CPU float32 in eval mode for the exports, so the
     caller's model (maybe on a GPU, channels_last) is left as it was. torch is imported here
@@ -149,5 +160,9 @@ def save_model_dir(
         traced = torch.jit.trace(net, example)
         write_file(out / TORCHSCRIPT_FILE, lambda f: torch.jit.save(traced, f))
     write_text(out / CLASSES_FILE, json.dumps(classes, indent=1))
-    write_text(out / METADATA_FILE, metadata.to_json())
+    write_metadata(out, metadata)
+    if validation is not None:
+        from dogbreed.model.precision import gate
+
+        gate(out, validation)
     return out

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 
 
+class ServeFailure(RuntimeError):
+    """Not a client's error: serving cannot start or went down; the message is the log line."""
+
+
 class ServeError(Exception):
     """A request the server refuses; `code` is a stable machine-readable name."""
 

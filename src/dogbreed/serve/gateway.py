@@ -21,6 +21,7 @@ import contextlib
 import http.client
 import json
 import logging
+import math
 import resource
 import socket
 import threading
@@ -29,24 +30,28 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from dogbreed.serve import http1
+from dogbreed.serve import http1, mms
 from dogbreed.serve.errors import error_body
-from dogbreed.serve.http1 import Answer, HttpError, Request
-from dogbreed.serve.protocol import CONTENT_TYPE_HEADER, REQUEST_ID_HEADER
+from dogbreed.serve.http1 import RETRY_AFTER, Answer, HttpError, Request
+from dogbreed.serve.protocol import (
+    CONTENT_TYPE_HEADER,
+    JSONLINES_TYPE,
+    JSONLINES_TYPES,
+    REQUEST_ID_HEADER,
+    media_type,
+)
 from dogbreed.serve.settings import MB, ServeSettings
 
 log = logging.getLogger(__name__)
 
-MMS_PREDICT_PATH = "/predictions/model"
 # Request headers the handler needs; everything else stays here.
 FORWARDED_HEADERS = ("accept",)
 FORWARDED_PREFIX = "x-amzn-sagemaker-"
-ROUTES = {"/invocations": "POST", "/ping": "GET"}
+ROUTES = {"/invocations": "POST", "/ping": "GET", "/execution-parameters": "GET"}
 KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
 # Bodies up to this multiple of the limit are read and dropped so the client sees the 413;
 # beyond it the connection is closed instead.
 DRAIN_FACTOR = 4
-RETRY_AFTER = (("Retry-After", "1"),)
 LISTEN_BACKLOG = 1024
 # After an answer that ends the connection, what the client still sends is read and dropped
 # for this long: closing with unread bytes sends a reset, which can destroy the answer.
@@ -106,6 +111,17 @@ class Limits:
         )
 
 
+def execution_parameters(s: ServeSettings) -> dict[str, object]:
+    """What a Batch Transform job that leaves these unset reads from GET /execution-parameters:
+    as many requests at once as the workers' batches take in one round, several jsonlines
+    records per request (SplitType=Line), bodies within our payload limit."""
+    return {
+        "MaxConcurrentTransforms": (s.workers or 1) * s.batch_size,
+        "BatchStrategy": "MULTI_RECORD",
+        "MaxPayloadInMB": max(1, math.floor(s.max_payload_mb)),
+    }
+
+
 def busy(message: str, code: str = "busy") -> HttpError:
     return HttpError(503, code, message, headers=RETRY_AFTER)
 
@@ -132,9 +148,20 @@ class Gateway:
     the calling thread until `shutdown` is called from another."""
 
     def __init__(
-        self, address: tuple[str, int], backend_port: int, health: Health, limits: Limits
+        self,
+        address: tuple[str, int],
+        backend_port: int,
+        health: Health,
+        limits: Limits,
+        execution_parameters: dict[str, object] | None = None,
+        user_code: bool = False,
+        about: dict[str, object] | None = None,
     ) -> None:
         self.backend_port = backend_port
+        # /ping's body while healthy: what serves (handler, backend, precision and why).
+        self.healthy_body = json.dumps({"status": "Healthy", **(about or {})})
+        self.user_code = user_code  # a model's code/inference.py answers: its bytes, its type
+        self.execution_parameters = json.dumps(execution_parameters or {})
         self.health = health
         self.limits = limits
         self.max_connections = connections_allowed(limits.max_connections + limits.max_in_flight)
@@ -211,11 +238,11 @@ class Gateway:
         victim.abort()
         return True
 
-    async def forward(self, body: bytearray, headers: dict[str, str]) -> tuple[int, bytes]:
+    async def forward(self, body: bytearray, headers: dict[str, str]) -> mms.Reply:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._forward, body, headers)
 
-    def _forward(self, body: bytearray, headers: dict[str, str]) -> tuple[int, bytes]:
+    def _forward(self, body: bytearray, headers: dict[str, str]) -> mms.Reply:
         """On a forwarding thread: POST to MMS over this thread's kept-alive connection."""
         for attempt in (1, 2):
             conn = getattr(self._local, "conn", None)
@@ -226,9 +253,10 @@ class Gateway:
                 )
                 self._local.conn = conn
             try:
-                conn.request("POST", MMS_PREDICT_PATH, body=body, headers=headers)
+                conn.request("POST", mms.PREDICT_PATH, body=body, headers=headers)
                 response = conn.getresponse()
-                return response.status, response.read()
+                payload = response.read()
+                return mms.Reply(response.status, payload, response.getheader("Content-Type"))
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 self._local.conn = None
@@ -352,11 +380,15 @@ class Connection:
             request_id = uuid.uuid4().hex
             status, body, headers = await self._invoke(request, request_id)
             headers = (*headers, (REQUEST_ID_HEADER, request_id))
+            if status == 200 and media_type(request.headers.get("content-type")) in JSONLINES_TYPES:
+                headers = (*headers, ("Content-Type", JSONLINES_TYPE))
         elif request.method in ("GET", "HEAD") and request.path == "/ping":
             ok, reason = self.gateway.health.get()
             status = 200 if ok else 503
-            body = json.dumps({"status": "Healthy"}) if ok else error_body("unhealthy", reason)
+            body = self.gateway.healthy_body if ok else error_body("unhealthy", reason)
             headers = ()
+        elif request.method in ("GET", "HEAD") and request.path == "/execution-parameters":
+            status, body, headers = 200, self.gateway.execution_parameters, ()
         else:
             status, body, headers = route_error(request, close=False).answer()
         if status == 501:
@@ -373,16 +405,11 @@ class Connection:
         except HttpError as exc:
             return exc.answer()
         try:
-            status, payload = await self.gateway.forward(request.body, headers)
+            reply = await self.gateway.forward(request.body, headers)
         except (OSError, http.client.HTTPException) as exc:
             log.warning("request %s: model server unreachable: %s", request_id, exc)
-            return model_server_error(503, request_id)
-        if status >= 400 and not is_our_error(payload):
-            text = payload[:300].decode("utf-8", "replace")
-            log.warning("request %s: model server answered %d: %s", request_id, status, text)
-            return model_server_error(status, request_id)
-        # The handler pads bodies with spaces to dodge an MMS decoder bug (handler.py).
-        return status, payload.rstrip(b" "), ()
+            return mms.model_server_error(503, request_id)
+        return mms.client_answer(reply, request_id, self.gateway.user_code)
 
     async def _send(
         self,
@@ -438,22 +465,3 @@ def forwarded_headers(request: Request, request_id: str) -> dict[str, str]:
             raise HttpError(400, "bad_request", message, close=False)
         headers[name] = value
     return headers
-
-
-def is_our_error(payload: bytes) -> bool:
-    """The handler's own refusals ({"error", "message"}) pass through unchanged."""
-    try:
-        document = json.loads(payload)
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        return False
-    return isinstance(document, dict) and "error" in document and "message" in document
-
-
-def model_server_error(status: int, request_id: str) -> Answer:
-    """Our answer for MMS's own failures ("Worker died.", no worker) or its absence: 503 when
-    a retry can help, else 500. Never MMS's text: the log line has it."""
-    if status == 503:
-        body = error_body("unavailable", "no model worker could take the request", request_id)
-        return 503, body, RETRY_AFTER
-    body = error_body("internal_error", "the model server failed on this request", request_id)
-    return 500, body, ()

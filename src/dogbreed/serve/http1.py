@@ -24,6 +24,7 @@ _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 
 Headers = tuple[tuple[str, str], ...]
 Answer = tuple[int, str | bytes, Headers]  # status, JSON body, extra response headers
+RETRY_AFTER = (("Retry-After", "1"),)  # with a 503: the client may retry after a second
 
 
 class HttpError(Exception):
@@ -167,10 +168,11 @@ def response_bytes(
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = ""
+    typed = any(name.lower() == "content-type" for name, _ in headers)
     lines = [
         f"HTTP/1.1 {status} {phrase}",
         "Server: dogbreed",
-        "Content-Type: application/json",
+        *([] if typed else ["Content-Type: application/json"]),  # all our answers but jsonlines
         f"Content-Length: {len(body)}",
         *(f"{name}: {value}" for name, value in headers),
     ]

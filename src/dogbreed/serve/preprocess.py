@@ -1,16 +1,40 @@
 """Image bytes -> the model's input, with PIL and numpy only (the CPU image has no torch).
 
-Geometry is `dogbreed.data.images.resize_center_crop`, the function the trainer's
-`eval_transform` uses; normalisation is done here in numpy, fused into one multiply-add.
+Geometry is that of `dogbreed.data.images.resize_center_crop`, the function the trainer's
+`eval_transform` uses, computed faster: JPEGs are decoded at reduced scale by libjpeg's DCT
+scaling when large (`open_rgb`'s draft), and only the part of the image that survives the
+centre crop is resized (`crop_resize`). Normalisation is one fused numpy multiply-add.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
-from dogbreed.data.images import DEFAULT_MAX_PIXELS, ImageError, open_rgb, resize_center_crop
+from dogbreed.data.images import DEFAULT_MAX_PIXELS, ImageError, open_rgb
 from dogbreed.model.artifact import ModelMetadata
 from dogbreed.serve.errors import InvalidImage
+
+
+def crop_resize(image: Image.Image, resize_size: int, crop_size: int) -> Image.Image:
+    """`resize_center_crop`'s output, resizing only the source box that the centre crop keeps.
+
+    Same bilinear filter at the same source positions (the box keeps the full resize's scale),
+    so pixels differ from `resize_center_crop` by at most one 8-bit level where float rounding
+    of the box origin tips a value over a .5 (tests/test_serve_preprocess.py); it skips the
+    resize of the cut-off sides, 40-50% of the resize time for a 4:3 photo.
+    """
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(resize_size * long / short)  # torchvision truncates, as resize_center_crop
+    new_w, new_h = (resize_size, new_long) if width <= height else (new_long, resize_size)
+    left = round((new_w - crop_size) / 2.0)
+    top = round((new_h - crop_size) / 2.0)
+    if (new_w, new_h) == image.size:
+        return image.crop((left, top, left + crop_size, top + crop_size))
+    sx, sy = width / new_w, height / new_h
+    box = (left * sx, top * sy, (left + crop_size) * sx, (top + crop_size) * sy)
+    return image.resize((crop_size, crop_size), Image.Resampling.BILINEAR, box=box)
 
 
 class Preprocessor:
@@ -43,7 +67,7 @@ class Preprocessor:
                 f"aspect ratio too extreme: a {width}x{height} image resized to "
                 f"{self.resize_size} px on its shorter side exceeds {limit} pixels"
             )
-        return np.asarray(resize_center_crop(image, self.resize_size, self.image_size))
+        return np.asarray(crop_resize(image, self.resize_size, self.image_size))
 
     def normalise(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """HWC uint8 -> CHW float32, written into `out` (one slot of a batch) when given."""

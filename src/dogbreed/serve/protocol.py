@@ -6,9 +6,13 @@ Requests
   (a batch; each item a base64 string or {"image": "<base64>"}). Optional fields "top_k" (int)
   and "return_logits" (bool). k can also come from the X-Amzn-SageMaker-Custom-Attributes
   header ("top_k=3"); the JSON field wins.
+  application/jsonlines: one {"image": "<base64>"} per line (what Batch Transform sends with
+  SplitType=Line and BatchStrategy=MultiRecord); each line is answered on its own.
 Responses (application/json)
   one image: {"top_k": [{"label", "class_index", "probability"}, ...], "logits": [...]?}
   a batch:   {"predictions": [<one-image object>, ...]}
+  jsonlines: one line per input line, in order: a one-image object, or {"error", "message",
+             "line"} for a line that could not be answered (application/jsonlines)
 """
 
 from __future__ import annotations
@@ -26,15 +30,18 @@ from dogbreed.serve.errors import (
     BadRequest,
     NotAcceptable,
     PayloadTooLarge,
+    ServeError,
     UnsupportedMediaType,
     shown,
 )
 
 JSON_TYPE = "application/json"
+JSONLINES_TYPE = "application/jsonlines"
+JSONLINES_TYPES = frozenset({JSONLINES_TYPE, "application/x-jsonlines", "application/jsonl"})
 RAW_IMAGE_TYPES = frozenset(
     {"image/jpeg", "image/jpg", "image/png", "application/x-image", "application/octet-stream"}
 )
-ACCEPTABLE = frozenset({JSON_TYPE, "application/*", "*/*"})
+ACCEPTABLE = frozenset({JSON_TYPE, *JSONLINES_TYPES, "application/*", "*/*"})
 CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
 # Set by the gateway on what it forwards to MMS: its id for the request, and the client's
 # Content-Type (MMS itself gets application/octet-stream: it would parse form bodies).
@@ -49,10 +56,11 @@ JSON_SLACK = 16
 
 @dataclass
 class ParsedRequest:
-    images: list[bytes]
+    images: list[bytes | ServeError]  # a ServeError only for a jsonlines line refused alone
     top_k: int
     return_logits: bool
     batch: bool  # answer {"predictions": [...]} rather than one result object
+    lines: bool = False  # jsonlines: one answer line per image, errors per line
 
 
 def media_type(header: str | None) -> str:
@@ -101,10 +109,12 @@ def parse_request(
     kind = media_type(headers.get("content-type")) or "application/octet-stream"
     if kind in RAW_IMAGE_TYPES:
         return ParsedRequest([bytes(body)], top_k, return_logits, batch=False)
+    if kind in JSONLINES_TYPES:
+        return ParsedRequest(_lines(body, max_instances), top_k, return_logits, True, lines=True)
     if kind != JSON_TYPE:
         raise UnsupportedMediaType(
             f"content type {shown(kind)} is not supported; send one of "
-            f"{', '.join(sorted(RAW_IMAGE_TYPES))} or {JSON_TYPE}"
+            f"{', '.join(sorted(RAW_IMAGE_TYPES))}, {JSON_TYPE} or {JSONLINES_TYPE}"
         )
     document = load_json(body, max_instances)
     if isinstance(document, list):
@@ -131,6 +141,28 @@ def parse_request(
         return_logits = _flag(options["return_logits"], "return_logits")
     images = [_decode_base64(item, i if batch else None) for i, item in enumerate(items)]
     return ParsedRequest(images, top_k, return_logits, batch)
+
+
+def _lines(body: bytes | bytearray, max_instances: int) -> list[bytes | ServeError]:
+    """One image per non-blank line; a line that is not {"image": base64} is refused alone."""
+    lines = [line for line in bytes(body).splitlines() if line.strip()]
+    if not lines:
+        raise BadRequest("empty jsonlines body")
+    if len(lines) > max_instances:
+        raise PayloadTooLarge(
+            f"{len(lines)} lines in one request; the limit is {max_instances} "
+            "(DOGBREED_MAX_INSTANCES; or a smaller MaxPayloadInMB for the transform job)"
+        )
+    images: list[bytes | ServeError] = []
+    for line in lines:
+        try:
+            document = load_json(line, 1)
+            if not isinstance(document, dict) or "image" not in document:
+                raise BadRequest('each line must be {"image": "<base64>"}')
+            images.append(_decode_base64(document, None))
+        except ServeError as exc:
+            images.append(exc)
+    return images
 
 
 def load_json(body: bytes | bytearray, max_instances: int) -> Any:
@@ -201,8 +233,26 @@ def render(
     logits: np.ndarray,
     probabilities: np.ndarray,
     classes: Sequence[str],
+    refused: Sequence[ServeError | None] = (),
 ) -> str:
-    """The JSON answer for one request; rows of `logits` are its images in order."""
+    """The answer for one request; rows of `logits` are its answered images in order, and
+    `refused` (jsonlines) says, per line, which ones were refused instead."""
+    results = _results(request, logits, probabilities, classes)
+    if request.lines:
+        answered = iter(results)
+        lines = [
+            json.dumps(next(answered))
+            if error is None
+            else json.dumps({"error": error.code, "message": error.message, "line": number})
+            for number, error in enumerate(refused, start=1)
+        ]
+        return "\n".join(lines) + "\n"
+    return json.dumps({"predictions": results} if request.batch else results[0])
+
+
+def _results(
+    request: ParsedRequest, logits: np.ndarray, probabilities: np.ndarray, classes: Sequence[str]
+) -> list[dict[str, Any]]:
     k = min(request.top_k, len(classes))
     results = []
     for row_logits, row in zip(logits, probabilities, strict=True):
@@ -216,4 +266,4 @@ def render(
         if request.return_logits:
             result["logits"] = [round(float(v), 6) for v in row_logits]
         results.append(result)
-    return json.dumps({"predictions": results} if request.batch else results[0])
+    return results

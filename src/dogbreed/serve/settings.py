@@ -7,14 +7,14 @@ server's environment, so each MMS worker reads exactly the same settings with `f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from dogbreed.data.images import DEFAULT_MAX_PIXELS
+from dogbreed.hostcpu import available_cpus  # noqa: F401 (server.py, benches import it here)
 
 BACKENDS = ("auto", "onnx", "torch")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -39,14 +39,23 @@ ENV_NAMES: dict[str, str] = {
     "max_buffered_mb": "DOGBREED_MAX_BUFFERED_MB",
     "read_timeout_s": "DOGBREED_READ_TIMEOUT",
     "keepalive_timeout_s": "DOGBREED_KEEPALIVE_TIMEOUT",
+    "user": "DOGBREED_SERVE_USER",
 }
+# Variables sagemaker-inference defines: read through it (`_toolkit_values`), never here.
+TOOLKIT_NAMES = (
+    "SAGEMAKER_MODEL_SERVER_WORKERS",
+    "SAGEMAKER_BIND_TO_PORT",
+    "SAGEMAKER_MAX_PAYLOAD_IN_MB",
+    "SAGEMAKER_STARTUP_TIMEOUT",
+)
 
 
 # Model-server knobs taken as flags by both `dogbreed serve` and `dogbreed sagemaker deploy`
 # (which passes them to the endpoint's container as the ENV_NAMES variables).
 SERVER_FLAGS: dict[str, str] = {
     "backend": "onnx (ONNX Runtime) or torch (TorchScript); auto: torch on a CUDA GPU",
-    "precision": "torch backend: fp16 on GPU and fp32 on CPU (auto), or fp32/fp16/bf16",
+    "precision": "auto: onnx backend bf16 (OpenVINO) on AMX/AVX512-BF16 CPUs when the model's "
+    "agreement gate passed, else fp32; torch backend fp16 on GPU; or force fp32/fp16/bf16",
     "workers": "MMS worker processes (default: one per 2 CPU cores, one per GPU)",
     "threads": "intra-op threads per worker (default: cores / workers)",
     "batch_size": "MMS batching: most requests per forward pass (default 8)",
@@ -79,7 +88,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class ServeSettings:
     backend: str = "auto"  # auto: torch on a CUDA GPU when torch is installed, else onnx
-    precision: str = "auto"  # torch backend: fp16 on GPU, fp32 on CPU
+    precision: str = "auto"  # onnx: bf16 on a fast-bf16 CPU if the gate passed; torch GPU: fp16
     workers: int | None = None  # MMS worker processes; None: from the CPU/GPU count
     threads: int | None = None  # intra-op threads per worker; None: cores / workers
     batch_size: int = 8  # MMS request batching: most requests per forward pass
@@ -97,6 +106,9 @@ class ServeSettings:
     max_buffered_mb: float = 64.0  # request bodies held in memory, all connections together
     read_timeout_s: float = 20.0  # a request's first byte to its last
     keepalive_timeout_s: float = 60.0  # idle time between requests on one connection
+    safe_port_range: str | None = None  # "low-high": where MMS's loopback ports may go
+    vmargs: str | None = None  # the frontend's JVM flags; None: mms.default_vmargs
+    user: str = "model-server"  # started as root: serve as this user (privileges.py)
 
     @property
     def max_payload_bytes(self) -> int:
@@ -113,22 +125,26 @@ class ServeSettings:
     def to_env(self) -> dict[str, str]:
         """The resolved values as environment variables, for the MMS workers."""
         env = {
-            name: str(getattr(self, key))
+            # "6", not "6.0": sagemaker-inference reads SAGEMAKER_MAX_PAYLOAD_IN_MB as an int.
+            name: format(value, "g") if isinstance(value, float) else str(value)
             for key, name in ENV_NAMES.items()
-            if getattr(self, key) is not None
+            if (value := getattr(self, key)) is not None
         }
         env["SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"] = str(self.response_timeout_s)
         return env
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
+        """DOGBREED_* and MMS's batching variables parsed here; the SAGEMAKER_* variables that
+        sagemaker-inference defines read through its Environment (names, units, defaults)."""
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for f in dataclasses.fields(cls):
-            raw = environ.get(ENV_NAMES.get(f.name, ""), "").strip()
-            if raw:
-                values[f.name] = _parse(f.name, ENV_NAMES[f.name], raw, f.type)
-        values["response_timeout_s"] = _response_timeout(environ)
+            name = ENV_NAMES.get(f.name, "")
+            raw = environ.get(name, "").strip()
+            if raw and name not in TOOLKIT_NAMES:
+                values[f.name] = _parse(f.name, name, raw, f.type)
+        values.update(_toolkit_values(environ))
         return cls(**values).validated()
 
     def validated(self) -> ServeSettings:
@@ -178,30 +194,57 @@ def _parse(field: str, env_name: str, raw: str, kind: object) -> object:
     return raw.lower()
 
 
-def _response_timeout(environ: Mapping[str, str]) -> int:
-    """Seconds. MMS reads SAGEMAKER_MODEL_SERVER_TIMEOUT as MINUTES; the _SECONDS form wins."""
-    seconds = environ.get("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", "").strip()
-    minutes = environ.get("SAGEMAKER_MODEL_SERVER_TIMEOUT", "").strip()
+def _toolkit_values(environ: Mapping[str, str]) -> dict[str, object]:
+    """The settings sagemaker-inference's Environment reads, for the variables that are set."""
     try:
-        if seconds:
-            return int(seconds)
-        if minutes:
-            return int(minutes) * 60
-    except ValueError:
-        raise SettingsError("SAGEMAKER_MODEL_SERVER_TIMEOUT[_SECONDS] must be an integer") from None
-    return ServeSettings.response_timeout_s
+        from sagemaker_inference import environment, parameters
+    except ImportError:  # an install without the serve extra (`sagemaker deploy` checking
+        return {}  # a container's environment): the container reads these when it starts
+    with _as_os_environ(environ):
+        try:
+            toolkit = environment.Environment()
+            values = {
+                "workers": toolkit.model_server_workers and int(toolkit.model_server_workers),
+                "port": int(toolkit.inference_http_port),
+                "startup_timeout_s": toolkit.startup_timeout,
+                # MMS reads SAGEMAKER_MODEL_SERVER_TIMEOUT as MINUTES; the _SECONDS form wins.
+                "response_timeout_s": toolkit.model_server_timeout_seconds
+                or toolkit.model_server_timeout * 60,
+                "max_payload_mb": (toolkit.max_request_size or 0) / MB,
+                "safe_port_range": toolkit.safe_port_range,
+                "vmargs": toolkit.vmargs,
+            }
+        except ValueError as exc:
+            raise SettingsError(f"a SAGEMAKER_* variable must be an integer: {exc}") from None
+    names = {
+        "response_timeout_s": (
+            parameters.MODEL_SERVER_TIMEOUT_ENV,
+            parameters.MODEL_SERVER_TIMEOUT_SECONDS_ENV,
+        ),
+        "safe_port_range": (parameters.SAFE_PORT_RANGE_ENV,),
+        "vmargs": (parameters.MODEL_SERVER_VMARGS,),
+    }
+    return {
+        field: value
+        for field, value in values.items()
+        if any(environ.get(name, "").strip() for name in names.get(field) or (ENV_NAMES[field],))
+    }
 
 
-def available_cpus() -> int:
-    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota."""
-    count = len(os.sched_getaffinity(0))
+@contextlib.contextmanager
+def _as_os_environ(environ: Mapping[str, str]) -> Iterator[None]:
+    """The toolkit reads os.environ only; a deploy command checks another container's."""
+    if environ is os.environ:
+        yield
+        return
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(environ)
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            count = min(count, max(1, math.floor(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return count
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def resolve_parallelism(settings: ServeSettings, cpus: int, gpus: int) -> ServeSettings:

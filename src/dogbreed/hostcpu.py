@@ -1,0 +1,61 @@
+"""Facts about the CPUs this process runs on, shared by training and serving (stdlib only).
+
+Below `config` in the dependency order: nothing here imports the rest of the package.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+# cgroup v2 (`QUOTA PERIOD` or `max PERIOD`), then v1 (quota -1 = unlimited).
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+CPUINFO = Path("/proc/cpuinfo")
+# Either one makes bf16 matrix maths faster than fp32 (AMX tiles: Sapphire Rapids on; AVX512-BF16:
+# Cooper Lake, Zen 4 on). Without them oneDNN emulates bf16, which is slower than fp32.
+FAST_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def _cgroup_cpus() -> float | None:
+    """The container's CPU quota in CPUs, or None when it has none (or no cgroup is visible)."""
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int(CGROUP_V1_QUOTA.read_text())
+        return None if quota_us <= 0 else quota_us / int(CGROUP_V1_PERIOD.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask, capped by the cgroup CPU quota (a container
+    started with `--cpus 2` on a 64-core host sees 64 CPUs but gets the time of 2)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = _cgroup_cpus()
+    if quota is not None:
+        return max(1, min(count or 1, math.floor(quota)))
+    return max(1, count or 1)
+
+
+def cpu_flags() -> frozenset[str]:
+    """The `flags` of the first processor in /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def fast_bf16() -> bool:
+    """True when this CPU computes bf16 faster than fp32 (AMX or AVX512-BF16)."""
+    return not FAST_BF16_FLAGS.isdisjoint(cpu_flags())
