@@ -8,6 +8,7 @@ that are missing, so the file also runs on its own.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -245,6 +246,63 @@ def test_bad_request_gets_a_client_error_not_a_crash(
     assert requests.get(f"{url}/ping", timeout=5).status_code == 200  # still serving
 
 
+# Inside the container: every process but this script's own, with its real uid.
+PROCESSES = (
+    "import json, os, psutil; print(json.dumps([(p.uids().real, ' '.join(p.cmdline())) "
+    "for p in psutil.process_iter() if p.pid != os.getpid()]))"
+)
+
+
+def root_only(model_dir: Path) -> None:
+    """As a tarball made on a laptop can leave it: root-owned, unreadable to anyone else."""
+    for path in [model_dir, *model_dir.rglob("*")]:
+        os.chown(path, 0, 0)
+        path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+@pytest.mark.docker
+def test_serve_starts_as_root_and_serves_a_root_only_model_unprivileged(
+    served_model: Path, sample_data: Path, container_name: str
+) -> None:
+    root_only(served_model)
+    url = start_serving(container_name, served_model, free_port())
+    wait_for_ping(url, budget_s=60, container=container_name)
+    photo = sample_jpeg(sample_data)
+    answer = requests.post(
+        f"{url}/invocations", data=photo, headers={"Content-Type": "image/jpeg"}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    processes = json.loads(docker("exec", container_name, "python", "-c", PROCESSES).stdout)
+    serving = [(uid, cmd) for uid, cmd in processes if "tini" not in cmd]
+    assert any("java" in cmd for _, cmd in serving) and any("mms" in cmd for _, cmd in serving)
+    assert all(uid == 1000 for uid, _ in serving), serving  # supervisor, MMS, its workers
+    parameters = requests.get(f"{url}/execution-parameters", timeout=5).json()
+    assert parameters["BatchStrategy"] == "MULTI_RECORD" and parameters["MaxPayloadInMB"] == 6
+    line = json.dumps({"image": base64.b64encode(photo).decode()})
+    lines = requests.post(
+        f"{url}/invocations",
+        data=f'{line}\n{{"image": 1}}\n{line}\n',
+        headers={"Content-Type": "application/jsonlines"},
+        timeout=30,
+    )
+    answers = [json.loads(text) for text in lines.text.splitlines()]
+    assert [a.get("error") for a in answers] == [None, "bad_request", None]
+    assert answers[0] == answers[2] == answer.json()
+
+
+@pytest.mark.docker
+def test_serve_image_serves_a_model_with_its_own_inference_code(
+    images: None, tmp_path: Path, container_name: str
+) -> None:
+    model = shutil.copytree(REPO / "tests/user_code/inference_model", tmp_path / "model")
+    root_only(model)
+    url = start_serving(container_name, model, free_port())
+    wait_for_ping(url, budget_s=60, container=container_name)
+    answer = requests.post(f"{url}/invocations", json={"values": [2]}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"scaled": [6]}
+
+
 @pytest.mark.docker
 def test_failing_job_writes_output_failure_and_exits_non_zero(
     images: None, sample_data: Path, tmp_path: Path, container_name: str
@@ -282,11 +340,11 @@ def test_sigterm_reaches_the_python_process(images: None, container_name: str) -
 
 
 @pytest.mark.docker
-def test_serve_image_is_small_non_root_and_labelled(images: None) -> None:
+def test_serve_image_starts_as_root_is_small_and_labelled(images: None) -> None:
     info = json.loads(docker("image", "inspect", SERVE_IMAGE).stdout)[0]
     labels = info["Config"]["Labels"]
     assert labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
-    assert info["Config"]["User"] not in ("", "root", "0", "0:0")
+    assert info["Config"]["User"] in ("", "root", "0", "0:0")  # as SageMaker expects
     assert info["Size"] < 1.5e9, f"serving image is {info['Size'] / 1e9:.2f} GB"
     # The CPU flavour carries no torch (and so no CUDA libraries).
     result = docker("run", "--rm", "--network", "none", SERVE_IMAGE, "python", "-c", "import torch",
