@@ -345,7 +345,8 @@ def test_serve_image_starts_as_root_is_small_and_labelled(images: None) -> None:
     labels = info["Config"]["Labels"]
     assert labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
     assert info["Config"]["User"] in ("", "root", "0", "0:0")  # as SageMaker expects
-    assert info["Size"] < 1.5e9, f"serving image is {info['Size'] / 1e9:.2f} GB"
+    # The CPU image's budget (0.8 GB; 0.79 GB on the offline base as of this writing).
+    assert info["Size"] < 0.8e9, f"serving image is {info['Size'] / 1e9:.3f} GB"
     # The CPU flavour carries no torch (and so no CUDA libraries).
     result = docker("run", "--rm", "--network", "none", SERVE_IMAGE, "python", "-c", "import torch",
                     check=False)  # fmt: skip
