@@ -13,45 +13,25 @@ Usage: python scripts/sagemaker_local_mode.py DATA_DIR WORK_DIR [JPEG]
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tarfile
 from pathlib import Path
 
-TRAIN_IMAGE = os.environ.get("DOGBREED_TRAIN_IMAGE", "dogbreed-train:latest")
-SERVE_IMAGE = os.environ.get("DOGBREED_SERVE_IMAGE", "dogbreed-serve:latest")
-# The SDK wants a role ARN even in local mode; nothing checks it.
-ROLE = "arn:aws:iam::111111111111:role/dogbreed-local"
-HYPERPARAMETERS = {
-    "backbone": "resnet18",
-    "image_size": 64,
-    "epochs": 2,
-    "batch_size": 16,
-    "learning_rate": 0.003,
-    "workers": 0,
-}
+from sdk_local import ROLE, SERVE_IMAGE, TINY_JOB, TRAIN_IMAGE, v2_local_session
 
 
 def main(data_dir: Path, work: Path, jpeg: Path | None) -> int:
-    for key, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        os.environ.setdefault(key, value)
+    session = v2_local_session()
     from sagemaker.estimator import Estimator
-    from sagemaker.local import LocalSession
     from sagemaker.model import Model
 
-    session = LocalSession()
-    session.config = {"local": {"local_code": True}}
     work.mkdir(parents=True, exist_ok=True)
     estimator = Estimator(
         image_uri=TRAIN_IMAGE,
         role=ROLE,
         instance_count=1,
         instance_type="local",
-        hyperparameters=HYPERPARAMETERS,
+        hyperparameters=TINY_JOB,
         output_path=f"file://{work.resolve()}",
         sagemaker_session=session,
     )

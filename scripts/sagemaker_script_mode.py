@@ -12,27 +12,17 @@ Usage: python scripts/sagemaker_script_mode.py SOURCE_DIR ENTRY_POINT HOSTS WORK
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tarfile
 from pathlib import Path
 
-TRAIN_IMAGE = os.environ.get("DOGBREED_TRAIN_IMAGE", "dogbreed-train:latest")
-ROLE = "arn:aws:iam::111111111111:role/dogbreed-local"  # local mode wants one; nothing checks
+from sdk_local import ROLE, TRAIN_IMAGE, v2_local_session
 
 
 def main(source_dir: Path, entry_point: str, hosts: int, work: Path) -> int:
-    for key, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        os.environ.setdefault(key, value)
-    from sagemaker.local import LocalSession
+    session = v2_local_session()
     from sagemaker.pytorch import PyTorch
 
-    session = LocalSession()
-    session.config = {"local": {"local_code": True}}
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
     (data / "README").write_text("a channel the script does not need to read\n")

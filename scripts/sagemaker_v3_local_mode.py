@@ -18,23 +18,15 @@ Usage: python scripts/sagemaker_v3_local_mode.py builtin DATA_DIR WORK_DIR
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tarfile
 from pathlib import Path
 from typing import Any
 
-TRAIN_IMAGE = os.environ.get("DOGBREED_TRAIN_IMAGE", "dogbreed-train:latest")
-# Typed values on purpose: v3 sends "resnet18", "2", "false", "0.003".
-BUILTIN_HYPERPARAMETERS: dict[str, Any] = {
-    "backbone": "resnet18",
-    "image_size": 64,
-    "epochs": 2,
-    "batch_size": 16,
-    "learning_rate": 0.003,
-    "workers": 0,
-    "pretrained": False,
-}
+from sdk_local import TINY_JOB, TRAIN_IMAGE, without_an_account
+
+# v3 sends "resnet18", "2", "false", "0.003".
+BUILTIN_HYPERPARAMETERS: dict[str, Any] = {**TINY_JOB, "pretrained": False}
 
 
 def _trainer(work: Path, channel: Path, hyperparameters: dict[str, Any], **extra: Any) -> Any:
@@ -82,12 +74,7 @@ def script(source_dir: Path, entry_script: str, work: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    for key, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        os.environ.setdefault(key, value)
+    without_an_account()
     if len(argv) == 3 and argv[0] == "builtin":
         return builtin(Path(argv[1]), Path(argv[2]))
     if len(argv) == 4 and argv[0] == "script":
