@@ -41,10 +41,11 @@ sys.path.insert(0, str(REPO / "tests"))
 from serving import running_server  # noqa: E402
 
 from dogbreed import hostcpu  # noqa: E402
+from dogbreed.hostcpu import available_cpus  # noqa: E402
 from dogbreed.model import artifact, precision  # noqa: E402
 from dogbreed.serve.backends import cpu_backend  # noqa: E402
 from dogbreed.serve.mms import ModelServer  # noqa: E402
-from dogbreed.serve.settings import ServeSettings, available_cpus, resolve_parallelism  # noqa: E402
+from dogbreed.serve.settings import ServeSettings, resolve_parallelism  # noqa: E402
 
 MAX_REQUESTS_PER_LEVEL = 5000  # a hard bound next to --seconds
 

@@ -40,7 +40,8 @@ from serving import role, running_server, server_processes  # noqa: E402
 
 from dogbreed.data.images import is_image_file  # noqa: E402
 from dogbreed.data.sample import generate_sample  # noqa: E402
-from dogbreed.serve.settings import ServeSettings, available_cpus, resolve_parallelism  # noqa: E402
+from dogbreed.hostcpu import available_cpus  # noqa: E402
+from dogbreed.serve.settings import ServeSettings, resolve_parallelism  # noqa: E402
 
 # What AWS's inference images pass to MMS (and this server did until it measured its needs).
 AWS_VMARGS = (

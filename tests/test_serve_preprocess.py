@@ -132,20 +132,23 @@ sys.modules["torch"] = None  # any `import torch` now raises ImportError
 import io
 from PIL import Image
 import dogbreed.serve.cli, dogbreed.serve.gateway, dogbreed.serve.handler, dogbreed.serve.server
+import dogbreed.serve.mms, dogbreed.serve.privileges, dogbreed.serve.user_code
 from dogbreed.serve.predictor import Predictor
 from dogbreed.serve.settings import ServeSettings
-p = Predictor({str(trained_model_dir)!r}, ServeSettings(backend="auto"))
 buffer = io.BytesIO()
 Image.new("RGB", (500, 375), (10, 200, 30)).save(buffer, "JPEG")
-pixels = p.decode_all([buffer.getvalue()] * 3)
-print(p.logits(p.batch(pixels)).shape, p.backend.description)
+for precision in ("fp32", "auto"):  # auto: bf16 (OpenVINO) on a CPU that runs it fast
+    p = Predictor({str(trained_model_dir)!r}, ServeSettings(backend="auto", precision=precision))
+    pixels = p.decode_all([buffer.getvalue()] * 3)
+    print(precision, p.logits(p.batch(pixels)).shape, p.backend.description)
 """
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
     classes = read_metadata(trained_model_dir).num_classes
-    assert f"(3, {classes}) onnxruntime" in result.stdout
+    assert f"fp32 (3, {classes}) onnxruntime" in result.stdout
+    assert f"auto (3, {classes}) " in result.stdout
 
 
 def test_onnx_and_torchscript_backends_agree(trained_model_dir: Path) -> None:

@@ -23,9 +23,11 @@ from dogbreed.data.sample import generate_sample
 from dogbreed.train import checkpoint, distributed, environment, report
 from dogbreed.train.environment import JobError, JobPaths
 from dogbreed.train.loop import (
+    STOP_POLL_SECONDS,
+    StopPoll,
     TrainingDiverged,
-    _check_compatible,
     _ResumableSampler,
+    _StopFlag,
     check_finite,
     lr_lambda,
     train,
@@ -255,6 +257,72 @@ def test_resumable_sampler_repeats_the_epoch_order_and_skips_done_batches() -> N
     assert list(sampler) != full
 
 
+class _FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _stop_poll(
+    monkeypatch: pytest.MonkeyPatch, world_size: int
+) -> tuple[StopPoll, _StopFlag, _FakeClock, list[torch.Tensor]]:
+    """A StopPoll on a fake clock whose all-reduce records its inputs (every rank the same)."""
+    reduced: list[torch.Tensor] = []
+
+    def all_reduce_sum(values: torch.Tensor, info: distributed.DistInfo) -> torch.Tensor:
+        reduced.append(values.clone())
+        return values * info.world_size
+
+    monkeypatch.setattr(distributed, "all_reduce_sum", all_reduce_sum)
+    info = distributed.DistInfo(0, world_size, 0, torch.device("cpu"))
+    flag, clock = _StopFlag(), _FakeClock()
+    return StopPoll(flag, info, clock), flag, clock, reduced
+
+
+def test_ranks_agree_on_a_sigterm_every_few_seconds_not_every_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    poll, flag, clock, reduced = _stop_poll(monkeypatch, world_size=2)
+    step_seconds = 1.0
+    poll.start_epoch(first_step=0)
+    stopped_at = None
+    for step in range(1, 100):
+        clock.now += step_seconds
+        if step == 13:
+            flag.requested = True  # SIGTERM on this rank between the polls
+        if poll.stop_now(step):
+            stopped_at = step
+            break
+    every = int(STOP_POLL_SECONDS / step_seconds)
+    # One collective after the first step (nothing measured yet), then one per `every` steps:
+    # the interval is computed from the reduced result, so it is the same on every rank.
+    assert poll.polls == len(reduced) == 1 + (stopped_at - 1) // every
+    assert stopped_at is not None and 13 <= stopped_at < 13 + every
+    assert reduced[-1][0] == 1.0  # this rank's flag went into the collective
+
+
+def test_one_process_reads_its_flag_at_every_step_without_a_collective(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    poll, flag, _, reduced = _stop_poll(monkeypatch, world_size=1)
+    assert not poll.stop_now(1)
+    flag.requested = True
+    assert poll.stop_now(2) and poll.stop_now(3)
+    assert reduced == []
+
+
+def test_train_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path) -> None:
+    state = checkpoint.TrainState(epoch=3, step=2, best_loss=0.5, best_epoch=2,
+                                  best_weights={"w": torch.ones(2)}, history=[{"epoch": 1.0}],
+                                  partial=[4.0, 2.0, 8.0], partial_seconds=1.5)  # fmt: skip
+    checkpoint.save_checkpoint(tmp_path, _checkpoint_with(state.to_dict()))
+    loaded = checkpoint.TrainState.from_dict(checkpoint.load_checkpoint(tmp_path)["state"])
+    assert torch.equal(loaded.best_weights["w"], torch.ones(2))
+    assert {**loaded.to_dict(), "best_weights": None} == {**state.to_dict(), "best_weights": None}
+
+
 def test_single_process_needs_no_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
@@ -367,23 +435,23 @@ def _saved(cfg: TrainConfig, world_size: int = 1) -> dict[str, object]:
 def test_checkpoint_from_another_config_is_refused(
     tmp_path: Path, change: dict[str, object], key: str
 ) -> None:
-    paths = JobPaths.from_root(tmp_path / "d", tmp_path / "m", tmp_path / "o", tmp_path / "c")
+    where = tmp_path / "c"
     cfg = TrainConfig(backbone="resnet18", image_size=64, batch_size=8)
-    _check_compatible(_saved(cfg), cfg, ["a", "b"], paths, 1)  # the same run: accepted
+    checkpoint.check_compatible(_saved(cfg), cfg, ["a", "b"], where, 1)  # the same run: accepted
     other = TrainConfig(**{**_saved(cfg)["config"], **change})  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=f"from a run with {key}=.*use another --checkpoint"):
-        _check_compatible(_saved(other), cfg, ["a", "b"], paths, 1)
+        checkpoint.check_compatible(_saved(other), cfg, ["a", "b"], where, 1)
 
 
 def test_checkpoint_from_another_world_size_or_classes_is_refused(tmp_path: Path) -> None:
-    paths = JobPaths.from_root(tmp_path / "d", tmp_path / "m", tmp_path / "o", tmp_path / "c")
+    where = tmp_path / "c"
     cfg = TrainConfig()
     with pytest.raises(ConfigError, match="world_size=2, this run has 1"):
-        _check_compatible(_saved(cfg, world_size=2), cfg, ["a", "b"], paths, 1)
+        checkpoint.check_compatible(_saved(cfg, world_size=2), cfg, ["a", "b"], where, 1)
     with pytest.raises(ConfigError, match="world_size=None"):  # written before it was saved
-        _check_compatible({**_saved(cfg), "world_size": None}, cfg, ["a", "b"], paths, 1)
+        checkpoint.check_compatible({**_saved(cfg), "world_size": None}, cfg, ["a", "b"], where, 1)
     with pytest.raises(ConfigError, match="other classes"):
-        _check_compatible(_saved(cfg), cfg, ["a", "c"], paths, 1)
+        checkpoint.check_compatible(_saved(cfg), cfg, ["a", "c"], where, 1)
 
 
 def test_incompatible_checkpoint_fails_the_job_with_exit_2(tmp_path: Path) -> None:

@@ -50,8 +50,11 @@ class TrainConfig:
     warmup_epochs: float = _hp(1.0, "linear warm-up length in epochs, then cosine decay")
     label_smoothing: float = _hp(0.1, "label smoothing of the cross-entropy loss")
     image_size: int = _hp(224, "training crop and model input size in pixels")
-    amp: bool = _hp(True, "mixed precision (bf16) when a GPU is used")
+    amp: bool = _hp(
+        True, "bf16 autocast on a GPU or a CPU with AMX/AVX512-BF16 (fp32 on other CPUs)"
+    )
     channels_last: bool = _hp(True, "channels_last memory format")
+    compile: bool = _hp(False, "torch.compile the training model (slower start, faster steps)")
     workers: int | None = _hp(
         None, "DataLoader worker processes per training process (default: from the CPU count)"
     )

@@ -48,8 +48,9 @@ def unavailable(precision: str, flags: frozenset[str]) -> str | None:
         raise ValueError(f"no reduced-precision CPU path {precision!r}")
     if hostcpu.FAST_BF16_FLAGS.isdisjoint(flags):
         return f"this CPU ({cpu_model()}) has neither amx_bf16 nor avx512_bf16"
-    if importlib.util.find_spec("openvino") is None:
-        return "openvino (the bf16 runtime) is not installed"
+    for runtime in ("onnxruntime", "openvino"):  # fp32 and bf16
+        if importlib.util.find_spec(runtime) is None:
+            return f"{runtime} (needed to compare fp32 and bf16) is not installed"
     return None
 
 

@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from dogbreed.hostcpu import available_cpus
 from dogbreed.model.artifact import METADATA_FILE, ArtifactError
 from dogbreed.serve import user_code as user_code_handler
 from dogbreed.serve.backends import describe_precision, resolve_backend
@@ -33,12 +34,7 @@ from dogbreed.serve.gateway import Gateway, Health, Limits, execution_parameters
 from dogbreed.serve.mms import HANDLER, HEALTHY, ModelServer, count_gpus
 from dogbreed.serve.predictor import Predictor
 from dogbreed.serve.privileges import drop_privileges, serving_user
-from dogbreed.serve.settings import (
-    ServeSettings,
-    SettingsError,
-    available_cpus,
-    resolve_parallelism,
-)
+from dogbreed.serve.settings import ServeSettings, SettingsError, resolve_parallelism
 
 log = logging.getLogger(__name__)
 

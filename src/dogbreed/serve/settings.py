@@ -14,7 +14,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from dogbreed.data.images import DEFAULT_MAX_PIXELS
-from dogbreed.hostcpu import available_cpus  # noqa: F401 (server.py, benches import it here)
 
 BACKENDS = ("auto", "onnx", "torch")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")

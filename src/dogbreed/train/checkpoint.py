@@ -8,17 +8,19 @@ counter, the metric history and the RNG states.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import random
 import zipfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from dogbreed.config import ConfigError
+from dogbreed.config import ConfigError, TrainConfig
 from dogbreed.model.files import write_file
 
 CHECKPOINT_FILE = "last.pt"
@@ -28,6 +30,58 @@ _REMEDY = "remove it or use another --checkpoint-dir"
 
 class CheckpointError(ConfigError):
     """A checkpoint that this job must not or cannot resume from (exit 2, like bad config)."""
+
+
+@dataclass
+class TrainState:
+    """Where the loop is and what it has learnt so far: the checkpoint's `state` entry."""
+
+    epoch: int = 1  # the epoch to train next (or the interrupted one)
+    step: int = 0  # steps of `epoch` already trained (> 0 only after a mid-epoch SIGTERM)
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0  # epochs since the best valid_loss
+    history: list[dict[str, float]] = field(default_factory=list)
+    done: bool = False  # early stopping decided
+    # The interrupted epoch's train totals so far (all ranks: loss sum, correct, count) and
+    # rank 0's seconds, so that the resumed epoch's train_* cover the whole epoch.
+    partial: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    partial_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        # Shallow (not dataclasses.asdict): no deep copy of the best weights at each save.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> TrainState:
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
+
+
+# A resumed job must match these, or it would silently train something else (or crash: another
+# optimizer or freeze has other optimizer state; another world size another number of steps per
+# epoch, so another position and LR schedule). A changed `epochs` only reshapes the schedule.
+_MUST_MATCH = ("backbone", "image_size", "batch_size", "optimizer", "freeze", "world_size")
+
+
+def check_compatible(
+    saved: dict[str, Any],
+    cfg: TrainConfig,
+    classes: list[str],
+    checkpoint_dir: Path,
+    world_size: int,
+) -> None:
+    """Raise ConfigError when the checkpoint `saved` comes from another job."""
+    old = {**saved.get("config", {}), "world_size": saved.get("world_size")}
+    new = {**asdict(cfg), "world_size": world_size}
+    for key in _MUST_MATCH:
+        if old.get(key) != new[key]:
+            raise ConfigError(
+                f"checkpoint in {checkpoint_dir} is from a run with {key}={old.get(key)!r}, "
+                f"this run has {new[key]!r}: use another --checkpoint-dir or remove it"
+            )
+    if saved.get("classes") != classes:
+        raise ConfigError(f"checkpoint in {checkpoint_dir} was trained on other classes")
 
 
 def checkpoint_path(checkpoint_dir: Path) -> Path:

@@ -1,0 +1,109 @@
+"""The machine the trainer adapts to: CPU count under a cgroup quota, bf16 on capable CPUs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from dogbreed import hostcpu
+from dogbreed.config import TrainConfig
+from dogbreed.serve import server
+from dogbreed.train.environment import JobPaths
+from dogbreed.train.loop import amp_dtype, default_workers, train
+
+CPU = torch.device("cpu")
+# bf16 keeps 8 bits of mantissa: on the sample data (30 test images) its model may differ from
+# fp32's by a few images, never by more than this.
+BF16_ACCURACY_TOLERANCE = 0.15
+
+
+@pytest.fixture()
+def cgroup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A fake cgroup v2 `cpu.max` on a 16-CPU affinity mask; no v1 file."""
+    cpu_max = tmp_path / "cpu.max"
+    monkeypatch.setattr(hostcpu, "CGROUP_CPU_MAX", cpu_max)
+    monkeypatch.setattr(hostcpu, "CGROUP_V1_QUOTA", tmp_path / "absent")
+    monkeypatch.setattr(hostcpu.os, "sched_getaffinity", lambda pid: set(range(16)))
+    return cpu_max
+
+
+def test_a_cgroup_quota_caps_the_cpus_and_the_loader_workers(cgroup: Path) -> None:
+    cgroup.write_text("max 100000\n")  # no quota: the affinity mask counts
+    assert hostcpu.available_cpus() == 16
+    assert default_workers(1) == 8  # at most 8
+    cgroup.write_text("250000 100000\n")  # `docker run --cpus 2.5`
+    assert hostcpu.available_cpus() == 2
+    assert default_workers(1) == 1  # 2 CPUs: one for the main process, one worker
+    assert default_workers(2) == 0  # two processes on 2 CPUs: no room for workers
+    cgroup.write_text("50000 100000\n")  # half a CPU still runs one process
+    assert hostcpu.available_cpus() == 1
+
+
+def test_cgroup_v1_quota_and_serving_reads_the_same_count(
+    cgroup: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cgroup.unlink(missing_ok=True)  # a cgroup v1 host
+    (tmp_path / "cfs_quota_us").write_text("400000\n")
+    (tmp_path / "cfs_period_us").write_text("100000\n")
+    monkeypatch.setattr(hostcpu, "CGROUP_V1_QUOTA", tmp_path / "cfs_quota_us")
+    monkeypatch.setattr(hostcpu, "CGROUP_V1_PERIOD", tmp_path / "cfs_period_us")
+    assert hostcpu.available_cpus() == 4
+    assert server.available_cpus is hostcpu.available_cpus  # serving sizes its workers from it
+    (tmp_path / "cfs_quota_us").write_text("-1\n")  # unlimited
+    assert hostcpu.available_cpus() == 16
+
+
+@pytest.mark.parametrize(
+    ("flags", "fast"),
+    [
+        ("fpu avx512f avx512_bf16 avx512_vnni", True),  # Cooper Lake, Zen 4
+        ("fpu avx512f amx_bf16 amx_tile", True),  # Sapphire Rapids
+        ("fpu avx2 avx512f avx512_vnni", False),  # Skylake/Cascade Lake: bf16 emulated, slower
+    ],
+)
+def test_fast_bf16_from_the_cpu_flags(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: str, fast: bool
+) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n")
+    monkeypatch.setattr(hostcpu, "CPUINFO", cpuinfo)
+    assert hostcpu.fast_bf16() is fast
+    assert (amp_dtype(TrainConfig(), CPU) == torch.bfloat16) is fast
+    assert amp_dtype(TrainConfig(amp=False), CPU) is None  # `amp` stays the switch
+    assert amp_dtype(TrainConfig(), torch.device("cuda")) == torch.bfloat16
+
+
+def test_no_cpuinfo_means_fp32(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(hostcpu, "CPUINFO", tmp_path / "absent")
+    assert amp_dtype(TrainConfig(), CPU) is None
+
+
+def _train_tiny(data: Path, work: Path, cfg: TrainConfig) -> dict[str, float]:
+    paths = JobPaths.from_root(data, work / "model", work / "output", work / "checkpoints")
+    return train(cfg, paths)
+
+
+def test_bf16_training_is_as_accurate_as_fp32_on_the_sample_data(
+    sample_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Same seed, data order and initial weights; no DataLoader workers: deterministic."""
+    # conftest's TINY_TRAIN_FLAGS (what the e2e tests train with).
+    cfg = TrainConfig(
+        backbone="resnet18", image_size=64, epochs=4, batch_size=16, learning_rate=0.003,
+        workers=0, seed=0,
+    )  # fmt: skip
+    # bf16 on any CPU (emulated and slow where the flags are missing): the numerics are tested.
+    monkeypatch.setattr(hostcpu, "fast_bf16", lambda: True)
+    fp32 = _train_tiny(sample_data, tmp_path / "fp32", cfg.replace(amp=False))
+    with caplog.at_level(logging.INFO, logger="dogbreed.train.loop"):
+        bf16 = _train_tiny(sample_data, tmp_path / "bf16", cfg)
+    assert "precision: bf16 autocast" in caplog.text
+    assert fp32["test_acc"] > 1.5 / 5 and bf16["test_acc"] > 1.5 / 5  # both learnt (5 classes)
+    assert abs(bf16["test_acc"] - fp32["test_acc"]) <= BF16_ACCURACY_TOLERANCE, (bf16, fp32)
+    assert abs(bf16["valid_acc"] - fp32["valid_acc"]) <= BF16_ACCURACY_TOLERANCE, (bf16, fp32)
