@@ -37,3 +37,4 @@ curl -fsS -X POST "http://127.0.0.1:$port/invocations" \
   --data-binary @"$image"
 echo
 echo "== serving on http://127.0.0.1:$port (stop with: ${compose[*]} down)"
+echo "== try it in a browser (drop a photo): http://127.0.0.1:$port/"

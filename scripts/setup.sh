@@ -16,15 +16,15 @@ log() { echo "== [$(date -u +%H:%M:%S) +$((SECONDS - started))s] $*"; }
 
 need_root() {
   if [[ $EUID -ne 0 ]]; then
-    echo "setup: $1 needs root: run with sudo" >&2
+    echo "setup: $1 needs root: run it as root (or with sudo)" >&2
     exit 1
   fi
 }
 
 # docker-registry: a local registry for the ECR push test; the JRE runs multi-model-server in
-# the host venv's serving tests.
+# the host venv's serving tests; chromium and chromium-driver: the page's browser test.
 packages=(ca-certificates curl git python3 python3-venv python3-dev gcc debootstrap docker.io
-  docker-compose docker-registry openjdk-17-jre-headless)
+  docker-compose docker-registry openjdk-17-jre-headless chromium chromium-driver)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -24,6 +24,7 @@ import http.client
 import importlib.util
 import json
 import re
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,6 +48,8 @@ HANDLER_FILE = Path(__file__).resolve().parent.parent / "lambda" / "handler.py"
 def load_handler() -> ModuleType:
     """A fresh copy of lambda/handler.py (a new container: no client yet), loaded by path as
     the Lambda runtime does (`lambda` is a Python keyword, not an importable package)."""
+    if str(HANDLER_FILE.parent) not in sys.path:  # as the runtime does: its webpage.py
+        sys.path.insert(0, str(HANDLER_FILE.parent))
     spec = importlib.util.spec_from_file_location("lambda_handler", HANDLER_FILE)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

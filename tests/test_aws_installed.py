@@ -118,7 +118,7 @@ def test_installed_wheel_deploys_without_the_checkout(installed: Path, tmp_path:
     assert run(installed, tmp_path, "lambda", "package", "--output", str(zipped)).returncode == 0
     assert zipped.read_bytes() == lambda_deploy.package()  # the very handler of this checkout
     with zipfile.ZipFile(zipped) as archive:
-        assert archive.namelist() == ["handler.py"]
+        assert archive.namelist() == ["handler.py", "index.html", "webpage.py"]
 
     role = "arn:aws:iam::123456789012:role/dogbreed-sagemaker-execution"
     deploy = ["sagemaker", "deploy", "--endpoint-name", "dogs", "--image", "i", "--role", role]

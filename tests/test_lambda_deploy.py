@@ -29,6 +29,7 @@ from dogbreed.aws.lambda_deploy import DeployOptions, deploy, execution_policy
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
 REPO = Path(__file__).resolve().parent.parent
+PAGE_FILE = REPO / "src" / "dogbreed" / "serve" / "assets" / "index.html"
 
 
 def stubbed_provisioned(monkeypatch: pytest.MonkeyPatch, count: int) -> Stubber:
@@ -341,14 +342,18 @@ def test_package_is_reproducible(tmp_path, capsys: pytest.CaptureFixture[str]) -
     assert cli.main(["lambda", "package", "--output", str(target)]) == 0
     assert target.read_bytes() == lambda_deploy.package()
     with zipfile.ZipFile(target) as archive:
-        assert archive.namelist() == ["handler.py"]
-        source = archive.read("handler.py").decode()
-    assert "def handler(event" in source
-    assert "dogbreed" not in [
-        line.split()[1].split(".")[0]
-        for line in source.splitlines()
-        if line.startswith(("import ", "from "))
-    ]
+        assert archive.namelist() == ["handler.py", "index.html", "webpage.py"]
+        sources = {name: archive.read(name).decode() for name in ("handler.py", "webpage.py")}
+        # The links' targets, not links: the page and its loader travel with the handler.
+        assert archive.read("index.html") == PAGE_FILE.read_bytes()
+    assert "def handler(event" in sources["handler.py"]
+    assert "def load(path" in sources["webpage.py"]
+    for source in sources.values():
+        assert "dogbreed" not in [
+            line.split()[1].split(".")[0]
+            for line in source.splitlines()
+            if line.startswith(("import ", "from "))
+        ]
 
 
 def test_wrapper_script_passes_every_flag(aws_env: None) -> None:

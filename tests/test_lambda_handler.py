@@ -29,6 +29,7 @@ from PIL import Image
 from runtime_standin import ACCOUNT, RuntimeStandIn, load_handler, running_standin
 
 EVENTS = Path(__file__).resolve().parent / "lambda_events"
+PAGE_FILE = Path(__file__).resolve().parent.parent / "src/dogbreed/serve/assets/index.html"
 ENDPOINT = "Dogbreed-Endpoint"
 SECRET_MARKERS = (ACCOUNT, "arn:aws", "log-group", "LogStream", "Traceback", "aws_request_id")
 
@@ -205,10 +206,10 @@ def test_alb_with_multi_value_headers_gets_them_back(lam: ModuleType) -> None:
     assert "headers" not in answer
     assert answer["multiValueHeaders"]["Content-Type"] == ["application/json"]
     assert_top_k(json.loads(answer["body"]), 3)
-    evt["httpMethod"] = "GET"
+    evt["httpMethod"] = "DELETE"  # GET is the page
     refused = lam.handler(evt, LambdaContext())
     assert refused["statusDescription"] == "405 Method Not Allowed"
-    assert refused["multiValueHeaders"]["Allow"] == ["POST, OPTIONS"]
+    assert refused["multiValueHeaders"]["Allow"] == ["GET, POST, OPTIONS"]
 
 
 def test_no_content_type_sniffs_json_or_image(lam: ModuleType) -> None:
@@ -328,9 +329,9 @@ def test_wrong_method_is_405_and_options_is_preflight(
     lam: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     evt = event("apigw_rest_v1", None, False)
-    evt["httpMethod"] = "GET"
+    evt["httpMethod"] = "PUT"  # GET is the page (test_get_is_the_page_for_every_http_event)
     status, headers, _ = call(lam, evt)
-    assert status == 405 and "POST" in headers["Allow"]
+    assert status == 405 and headers["Allow"] == "GET, POST, OPTIONS"
 
     # No CORS configured: no Access-Control headers at all (never `*` by default).
     preflight = event("function_url", None, False)
@@ -577,3 +578,38 @@ def test_a_connection_broken_before_the_answer_is_502(
         finally:
             server.shutdown()
     assert (status, body["error"]) == (502, "upstream_error")
+
+
+# --- GET: the try-the-model page ---------------------------------------------------------------
+
+
+def get_event(name: str) -> dict[str, Any]:
+    """A documented sample event turned into a browser's GET of the page."""
+    evt = event(name, None, False)
+    if name == "apigw_rest_v1":
+        evt["httpMethod"] = evt["requestContext"]["httpMethod"] = "GET"
+    else:
+        evt["requestContext"]["http"]["method"] = "GET"
+    return evt
+
+
+@pytest.mark.parametrize("name", ["apigw_rest_v1", "apigw_http_v2", "function_url"])
+def test_get_is_the_page_for_every_http_event(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv("ENDPOINT_NAME", ENDPOINT)
+    monkeypatch.setenv("CORS_ALLOW_ORIGIN", "https://app.example.com")
+    lam, evt = load_handler(), get_event(name)
+    result = lam.handler(copy.deepcopy(evt), LambdaContext())
+    assert result["statusCode"] == 200 and result["isBase64Encoded"] is False
+    headers = result["headers"]
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert "Cache-Control" in headers
+    assert headers["Content-Security-Policy"].startswith("default-src 'none'; script-src 'sha256-")
+    cors = lam.cors_headers(evt)  # CORS as configured for the API, whatever the Origin
+    assert {name: headers.get(name) for name in cors} == cors
+    page = result["body"]
+    assert page == PAGE_FILE.read_text()  # empty predict URL: the page posts to its own URL
+    assert '<input id="file" type="file" accept="image/*"' in page

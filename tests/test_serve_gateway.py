@@ -4,7 +4,9 @@ supervisor's model check timing out."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import socket
 import subprocess
@@ -20,7 +22,7 @@ import requests
 from loopback_http import LoopbackServer, QuietHandler
 from serving import connect, split_response
 
-from dogbreed.serve import server
+from dogbreed.serve import server, webpage
 from dogbreed.serve.gateway import Gateway, Health, Limits
 from dogbreed.serve.settings import ServeSettings
 
@@ -288,3 +290,54 @@ def wait_for(condition: Callable[[], bool], limit_s: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.02)
+
+
+# --- GET /: the try-the-model page ---------------------------------------------------------
+
+
+PAGE_SOURCE = Path(webpage.__file__).with_name("assets") / webpage.PAGE_NAME
+
+
+def test_the_page_at_root_has_its_security_headers_and_posts_to_invocations() -> None:
+    class Counting(StandIn):
+        calls = 0
+
+    with gateway_in_front(Counting) as url:
+        response = requests.get(f"{url}/", timeout=5)
+        head = requests.head(f"{url}/", timeout=5)
+        post = requests.post(f"{url}/", data=b"x", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Cache-Control"] == "no-cache"
+    page = response.text
+    source = PAGE_SOURCE.read_text()
+    # The source with its one placeholder filled in: images go to /invocations here.
+    assert page == source.replace(
+        '<meta name="predict-url" content="">', '<meta name="predict-url" content="/invocations">'
+    )
+    assert Counting.calls == 0  # the page never reaches the model server
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["Content-Length"] == str(len(response.content))
+    assert post.status_code == 405 and post.headers["Allow"] == "GET"
+
+
+def test_the_csp_allows_exactly_the_pages_inline_blocks() -> None:
+    with gateway_in_front(StandIn) as url:
+        response = requests.get(f"{url}/", timeout=5)
+    directives = dict(
+        (part.split()[0], part.split()[1:])
+        for part in response.headers["Content-Security-Policy"].split("; ")
+    )
+    assert directives["default-src"] == ["'none'"]
+    assert directives["img-src"] == ["'self'", "blob:", "data:"]
+    assert directives["connect-src"] == ["'self'"]
+    page = response.text
+    for kind in ("script", "style"):
+        blocks = page.split(f"<{kind}>")[1:]
+        assert len(blocks) == 1, f"one inline {kind} block"
+        block = blocks[0].split(f"</{kind}>")[0]
+        digest = base64.b64encode(hashlib.sha256(block.encode()).digest()).decode()
+        assert directives[f"{kind}-src"] == [f"'sha256-{digest}'"]
+    assert "unsafe-inline" not in response.headers["Content-Security-Policy"]

@@ -36,7 +36,10 @@ from dogbreed.aws.clients import (
 from dogbreed.aws.common import check_name, comma_list
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-HANDLER_FILE = ASSETS / "lambda-function" / "handler.py"
+FUNCTION_DIR = ASSETS / "lambda-function"
+# What the zip holds, at its root: the handler, and the page it serves on GET with the module
+# that loads it (links to dogbreed/serve's files: one source for both servers).
+FUNCTION_FILES = ("handler.py", "index.html", "webpage.py")
 TRUST_POLICY_FILE = ASSETS / "iam" / "lambda-trust-policy.json"
 EXECUTION_POLICY_FILE = ASSETS / "iam" / "lambda-execution-policy.json"
 INLINE_POLICY_NAME = "invoke-endpoint-and-own-logs"
@@ -197,16 +200,18 @@ class DeployOptions:
         return env
 
 
-def package(handler_file: Path = HANDLER_FILE) -> bytes:
-    """The deployment zip: handler.py at the root, reproducible bytes."""
-    if not handler_file.is_file():
-        raise AwsError(f"{handler_file} not found: the dogbreed installation is incomplete")
+def package(function_dir: Path = FUNCTION_DIR) -> bytes:
+    """The deployment zip: FUNCTION_FILES at the root (links followed), reproducible bytes."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        info = zipfile.ZipInfo("handler.py", date_time=ZIP_DATE)
-        info.external_attr = 0o644 << 16
-        info.compress_type = zipfile.ZIP_DEFLATED
-        archive.writestr(info, handler_file.read_bytes())
+        for name in FUNCTION_FILES:
+            path = function_dir / name
+            if not path.is_file():
+                raise AwsError(f"{path} not found: the dogbreed installation is incomplete")
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
     return buffer.getvalue()
 
 
@@ -477,7 +482,9 @@ def deploy(aws: Aws, opts: DeployOptions) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="lambda_command", required=True, metavar="ACTION")
-    pkg = sub.add_parser("package", help="write the deployment zip (handler.py at its root)")
+    pkg = sub.add_parser(
+        "package", help="write the deployment zip (handler.py and its page at its root)"
+    )
     pkg.add_argument("--output", "-o", default="lambda.zip", help="zip path (default lambda.zip)")
 
     dep = sub.add_parser(

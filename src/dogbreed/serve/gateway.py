@@ -5,7 +5,7 @@ says "Unhealthy"), and answers "Healthy" before any model is registered. SageMak
 at the status code. So MMS listens on loopback only, and this server owns the public port:
 /ping is 200 only while the supervisor's monitor has seen MMS report its workers up;
 /invocations is forwarded to MMS over kept-alive loopback connections, and MMS's own error
-texts are replaced by ours.
+texts are replaced by ours. GET / is a page to try the model in a browser (webpage.py).
 
 Why asyncio: a client that sends its request slowly (or never finishes it) must not hold a
 thread. One event loop reads every connection, with a deadline per request and an idle
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http.client
 import json
 import logging
@@ -29,8 +30,9 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
-from dogbreed.serve import http1, mms
+from dogbreed.serve import http1, mms, webpage
 from dogbreed.serve.errors import error_body
 from dogbreed.serve.http1 import RETRY_AFTER, Answer, HttpError, Request
 from dogbreed.serve.protocol import (
@@ -47,7 +49,7 @@ log = logging.getLogger(__name__)
 # Request headers the handler needs; everything else stays here.
 FORWARDED_HEADERS = ("accept",)
 FORWARDED_PREFIX = "x-amzn-sagemaker-"
-ROUTES = {"/invocations": "POST", "/ping": "GET", "/execution-parameters": "GET"}
+ROUTES = {"/invocations": "POST", "/ping": "GET", "/execution-parameters": "GET", "/": "GET"}
 KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
 # Bodies up to this multiple of the limit are read and dropped so the client sees the 413;
 # beyond it the connection is closed instead.
@@ -109,6 +111,15 @@ class Limits:
             read_timeout_s=s.read_timeout_s,
             keepalive_timeout_s=s.keepalive_timeout_s,
         )
+
+
+@functools.cache
+def try_page() -> webpage.Page:
+    """The try-the-model page at GET /: SageMaker never routes there, so the contract is
+    untouched. Read once, on the first request for it."""
+    return webpage.load(
+        Path(__file__).resolve().parent / "assets" / webpage.PAGE_NAME, "/invocations"
+    )
 
 
 def execution_parameters(s: ServeSettings) -> dict[str, object]:
@@ -389,6 +400,9 @@ class Connection:
             headers = ()
         elif request.method in ("GET", "HEAD") and request.path == "/execution-parameters":
             status, body, headers = 200, self.gateway.execution_parameters, ()
+        elif request.method in ("GET", "HEAD") and request.path == "/":
+            page = try_page()
+            status, body, headers = 200, page.body, page.headers
         else:
             status, body, headers = route_error(request, close=False).answer()
         if status == 501:

@@ -7,9 +7,11 @@ Needs nothing but the Lambda Python runtime (stdlib + boto3/botocore); it must n
 - API Gateway REST (v1) and HTTP (v2) proxy events, Lambda Function URL events and ALB events:
   a JSON body like the above, a multipart/form-data upload, or the raw image bytes (any other
   Content-Type), base64 when `isBase64Encoded`; `top_k` may also be a query parameter.
+  A GET gets the try-the-model page (index.html, with its security headers from webpage.py;
+  both ship next to this file), which POSTs the image back to the same URL.
 
 Every answer, direct invocation included, has the proxy-integration shape
-`{"statusCode", "headers", "body"}` with a JSON body: top-k on success,
+`{"statusCode", "headers", "body"}` with a JSON body (the page's HTML for a GET): top-k on success,
 `{"error": <code>, "message": <text>}` otherwise; for an ALB also `statusDescription`, and
 `multiValueHeaders` instead of `headers` when the event came with them (an ALB target with
 multi-value headers on rejects anything else). Nothing from the context, the environment or
@@ -38,9 +40,11 @@ import time
 import traceback
 from datetime import UTC, datetime
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import boto3
+import webpage  # next to this file: the Lambda runtime puts the function's folder on sys.path
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -60,6 +64,9 @@ THROTTLING_CODES = frozenset(
     ("ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded")
 )
 UNAVAILABLE_CODES = frozenset(("ServiceUnavailable", "ModelNotReadyException"))
+ALLOWED_METHODS = "GET, POST, OPTIONS"
+# Empty predict URL: the page posts to the URL it came from, which is this function.
+PAGE = webpage.load(Path(__file__).with_name(webpage.PAGE_NAME))
 
 _client: Any = None  # one sagemaker-runtime client per container, created on first use
 
@@ -444,8 +451,10 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     try:
         if method == "OPTIONS":
             result = response(204, "", event)
+        elif http and method == "GET":
+            result = response(200, PAGE.body.decode("utf-8"), event, dict(PAGE.headers))
         elif http and method not in ("", "POST"):
-            raise HttpError(405, "method_not_allowed", "use POST with an image")
+            raise HttpError(405, "method_not_allowed", "use POST with an image, or GET the page")
         else:
             image, top_k = parse_request(event)
             fields.update(image_bytes=len(image), top_k=top_k)
@@ -455,7 +464,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             result = response(200, text, event)
     except HttpError as exc:
         fields["error"] = exc.code
-        extra = {"Allow": "POST, OPTIONS"} if exc.status == 405 else None
+        extra = {"Allow": ALLOWED_METHODS} if exc.status == 405 else None
         result = response(exc.status, error_body(exc), event, extra)
     except Exception as exc:  # the last line of defence: log it, never show it
         log(
