@@ -162,7 +162,7 @@ def save_model_dir(
     write_text(out / CLASSES_FILE, json.dumps(classes, indent=1))
     write_metadata(out, metadata)
     if validation is not None:
-        from dogbreed.model.precision import gate
+        from dogbreed.model.precision import gate_in_subprocess
 
-        gate(out, validation)
+        gate_in_subprocess(out, validation)
     return out

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 REDUCED_PRECISIONS = ("bf16",)
 MIN_AGREEMENT = 0.99
 BATCH = 32  # images per forward pass while measuring: bounds memory on large splits
+GATE_TIMEOUT_S = 1800  # the whole validation split twice (fp32 and bf16) on a CPU
 
 
 def cpu_model() -> str:
@@ -121,6 +124,22 @@ def gate(model_dir: Path, images: Sequence[Path], threads: int | None = None) ->
     return meta.precisions
 
 
+def gate_in_subprocess(model_dir: Path, images: Sequence[Path]) -> None:
+    """`gate` in a child process, as training's last step: the serving runtimes (OpenVINO's
+    TBB threads, ONNX Runtime) never share a process with torch's OpenMP runtime, which
+    crashed a later thread of the process that had loaded both. The model is already written:
+    a gate that cannot run leaves it fp32-only (a warning), it does not fail the job."""
+    listing = "".join(f"{path}\n" for path in images)
+    command = [sys.executable, "-m", "dogbreed.model.precision", str(model_dir)]
+    try:
+        result = subprocess.run(command, input=listing, text=True, timeout=GATE_TIMEOUT_S)
+        failed = result.returncode != 0 and f"exit code {result.returncode}"
+    except subprocess.TimeoutExpired:
+        failed = f"no verdict within {GATE_TIMEOUT_S} s"
+    if failed:
+        log.warning("the precision gate failed (%s): the model serves in fp32", failed)
+
+
 def _log_verdict(precision: str, result: dict) -> None:
     text = (
         f"{precision} vs fp32 on {result['images']} validation images: top-1 agreement "
@@ -133,3 +152,10 @@ def _log_verdict(precision: str, result: dict) -> None:
         log.warning(
             "%s: below %.0f%%, %s is not used (fp32 stays)", text, MIN_AGREEMENT * 100, precision
         )
+
+
+if __name__ == "__main__":  # gate_in_subprocess: MODEL_DIR, the image paths one per line on stdin
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    gate(Path(sys.argv[1]), [Path(line) for line in sys.stdin.read().splitlines() if line])
