@@ -95,7 +95,7 @@ def update_stub(
 
 
 def test_every_action_has_help_and_aws_flags(capsys: pytest.CaptureFixture[str]) -> None:
-    for action in ("train", "tune", "deploy", "invoke", "autoscale", "delete"):
+    for action in ("train", "tune", "deploy", "invoke", "autoscale", "delete", "transform"):
         with pytest.raises(SystemExit) as info:
             main(["sagemaker", action, "--help"])
         assert info.value.code == 0

@@ -151,6 +151,9 @@ def test_operator_policy_covers_every_call_of_our_commands(
     assert main([*autoscale, "--target", "100"]) == 0
     assert main([*autoscale, "--off"]) == 0
     assert main([*autoscale, "--target", "100"]) == 0
+    transform = ["sagemaker", "transform", "--model-data", "s3://dogbreed-data/m.tar.gz"]
+    transform += ["--image", "i", "--role", role, "--input", "s3://dogbreed-data/photos"]
+    assert main([*transform, "--output", "s3://dogbreed-data/scored"]) == 0
     assert main(["sagemaker", "delete", "--endpoint-name", "dogbreed-prod"]) == 0
     capsys.readouterr()
     # Calls the moto flow above cannot make: the blue/green update (moto lacks it), invoke
@@ -163,6 +166,7 @@ def test_operator_policy_covers_every_call_of_our_commands(
         "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
     }
     assert "sagemaker:CreateTrainingJob" in seen and "sagemaker:ListTags" in seen
+    assert "sagemaker:CreateTransformJob" in seen
     assert {"logs:GetLogEvents", "cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"} <= seen
     missing = seen - allowed_actions(render(IAM / "operator-policy.json"))
     assert not missing, f"operator-policy.json lacks {sorted(missing)}"

@@ -1,4 +1,4 @@
-"""`dogbreed sagemaker train|tune|deploy|invoke|autoscale|delete`.
+"""`dogbreed sagemaker train|tune|deploy|invoke|transform|autoscale|delete`.
 
 The action modules are small and import no boto3 at module level, so all of them are loaded
 to build the parser.
@@ -35,6 +35,12 @@ ACTIONS: dict[str, tuple[str, str, str, str]] = {
         "add_arguments",
         "main",
         "target-tracking autoscaling of an endpoint variant",
+    ),
+    "transform": (
+        "dogbreed.aws.transform",
+        "add_arguments",
+        "main",
+        "score images in S3 with a Batch Transform job",
     ),
     "delete": (
         "dogbreed.aws.endpoint",

@@ -60,8 +60,6 @@ SERVERLESS_SERVER_DEFAULTS = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "DOGBREED_B
 
 
 def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
-    from dogbreed.serve.settings import add_server_arguments
-
     parser.add_argument("--endpoint-name", required=True, help="endpoint to create or update")
     parser.add_argument("--model-data", required=True, help="S3 URI of model.tar.gz")
     parser.add_argument("--image", required=True, help="serving image URI (ECR)")
@@ -100,15 +98,7 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"most concurrent invocations, 1-{MAX_SERVERLESS_CONCURRENCY}",
     )
-    serve = parser.add_argument_group("model server environment")
-    add_server_arguments(serve)
-    serve.add_argument(
-        "--timeout-seconds",
-        type=int,
-        default=60,
-        help="SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS (default 60, SageMaker's limit)",
-    )
-    serve.add_argument("--env", action="append", metavar="KEY=VALUE", help="any other variable")
+    add_environment_arguments(parser.add_argument_group("model server environment"))
     add_update_arguments(parser.add_argument_group("update of an existing endpoint"))
     alarms.add_arguments(parser.add_argument_group("rollback alarms"))
     capture = parser.add_argument_group("data capture")
@@ -117,6 +107,20 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", action="append", metavar="KEY=VALUE", help="tag (repeatable)")
     add_wait_argument(parser, "endpoint")
     add_aws_arguments(parser)
+
+
+def add_environment_arguments(serve: argparse._ArgumentGroup) -> None:
+    """The flags `model_environment` reads (deploy, and transform's `--model-data`)."""
+    from dogbreed.serve.settings import add_server_arguments
+
+    add_server_arguments(serve)
+    serve.add_argument(
+        "--timeout-seconds",
+        type=int,
+        default=60,
+        help="SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS (default 60, SageMaker's limit)",
+    )
+    serve.add_argument("--env", action="append", metavar="KEY=VALUE", help="any other variable")
 
 
 def add_update_arguments(update: argparse._ArgumentGroup) -> None:
@@ -412,6 +416,27 @@ def check_updatable(existing: dict[str, Any], endpoint: str) -> None:
         )
 
 
+def model_container(args: argparse.Namespace, serverless: bool) -> dict[str, Any]:
+    """The model's PrimaryContainer: `--image`, `--model-data` and the checked environment."""
+    return {
+        "Image": args.image,
+        "ModelDataUrl": check_s3_uri(args.model_data, "--model-data"),
+        "Environment": model_environment(args, serverless),
+    }
+
+
+def create_model(
+    sm: Any, name: str, args: argparse.Namespace, container: dict[str, Any], tags: list[Any]
+) -> None:
+    sm.create_model(
+        ModelName=name,
+        ExecutionRoleArn=args.role,
+        PrimaryContainer=container,
+        EnableNetworkIsolation=args.network_isolation,
+        Tags=tags,
+    )
+
+
 @dataclass(frozen=True)
 class Resources:
     """The model's container and the endpoint config's data capture, checked before any call."""
@@ -421,11 +446,7 @@ class Resources:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, variant: Variant) -> Resources:
-        container = {
-            "Image": args.image,
-            "ModelDataUrl": check_s3_uri(args.model_data, "--model-data"),
-            "Environment": model_environment(args, bool(variant.serverless)),
-        }
+        container = model_container(args, bool(variant.serverless))
         if not args.capture_s3:
             return cls(container, None)
         capture = {
@@ -443,13 +464,7 @@ def create_model_and_config(
 ) -> str:
     """The new model and endpoint config (one name, both tagged); the name."""
     name = unique_name(args.endpoint_name)
-    sm.create_model(
-        ModelName=name,
-        ExecutionRoleArn=args.role,
-        PrimaryContainer=resources.container,
-        EnableNetworkIsolation=args.network_isolation,
-        Tags=tags,
-    )
+    create_model(sm, name, args, resources.container, tags)
     config: dict[str, Any] = {
         "EndpointConfigName": name,
         "ProductionVariants": [variant.spec(name)],
