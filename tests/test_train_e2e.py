@@ -9,14 +9,18 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
 
 from dogbreed.data.layout import find_splits
 from dogbreed.train.report import METRIC_DEFINITIONS, parse_metric_lines
 
 EPOCHS = 8
+BUCKET, JOB_NAME = "training-output", "e2e-job-1"
 # The recipe that learns the 5-class sample within a few CPU minutes (AdamW, lr 1e-3).
 HYPERPARAMETERS = {
     "backbone": "resnet18",
@@ -62,30 +66,67 @@ def sagemaker_job(
     return root
 
 
-def run_train(base: Path, *flags: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
-    env["SAGEMAKER_BASE_DIR"] = str(base)
+def run_train(
+    base: Path, *flags: str, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    environ.update(env or {}, SAGEMAKER_BASE_DIR=str(base))
     return subprocess.run(
         [sys.executable, "-m", "dogbreed", "train", *flags],
-        env=env,
+        env=environ,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
 
 
+@dataclass
+class Run:
+    base: Path
+    proc: subprocess.CompletedProcess
+    uploaded: dict[str, bytes]  # what the intermediate sync put in S3: key -> body
+
+
 @pytest.fixture(scope="module")
-def sagemaker_run(
-    sample_data: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, subprocess.CompletedProcess]:
-    base = sagemaker_job(tmp_path_factory.mktemp("opt_ml"), sample_data, HYPERPARAMETERS)
-    return base, run_train(base)
+def sagemaker_run(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """One job, with the toolkit's intermediate sync to an S3 on loopback (a moto server)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    aws = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }
+    try:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name=aws["AWS_REGION"],
+            aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
+        )
+        s3.create_bucket(Bucket=BUCKET)
+        hyperparameters = {**HYPERPARAMETERS, "sagemaker_s3_output": f"s3://{BUCKET}/jobs"}
+        base = sagemaker_job(tmp_path_factory.mktemp("opt_ml"), sample_data, hyperparameters)
+        env = {**aws, "S3_ENDPOINT_URL": url, "TRAINING_JOB_NAME": JOB_NAME}
+        proc = run_train(base, env=env)
+        listed = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+        uploaded = {
+            o["Key"]: s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read() for o in listed
+        }
+        yield Run(base, proc, uploaded)
+    finally:
+        server.stop()
 
 
 def test_job_succeeds_and_model_dir_holds_exactly_the_contract(
-    sagemaker_run: tuple[Path, subprocess.CompletedProcess], sample_data: Path
+    sagemaker_run: Run, sample_data: Path
 ) -> None:
-    base, proc = sagemaker_run
+    base, proc = sagemaker_run.base, sagemaker_run.proc
     assert proc.returncode == 0, proc.stderr[-3000:]
     model = base / "model"
     assert {p.name for p in model.iterdir()} == {
@@ -101,13 +142,39 @@ def test_job_succeeds_and_model_dir_holds_exactly_the_contract(
     assert meta["hyperparameters"]["learning_rate"] == 0.001
     assert {"torch", "torchvision", "python"} <= meta["versions"].keys()
     assert not (base / "output" / "failure").exists()
+    assert (base / "output" / "success").is_file()
     assert (base / "checkpoints" / "last.pt").is_file()
 
 
-def test_model_learned_and_outputs_are_written(
-    sagemaker_run: tuple[Path, subprocess.CompletedProcess],
+def test_the_epoch_history_reached_s3_while_the_job_ran(sagemaker_run: Run) -> None:
+    """The toolkit's sync, as AWS's images run it: output/intermediate/ goes to
+    s3://BUCKET/PREFIX/$TRAINING_JOB_NAME/output/intermediate/ (every epoch's write)."""
+    assert sagemaker_run.proc.returncode == 0, sagemaker_run.proc.stderr[-3000:]
+    key = f"jobs/{JOB_NAME}/output/intermediate/history.json"
+    assert set(sagemaker_run.uploaded) == {key}
+    history = json.loads(sagemaker_run.uploaded[key])
+    assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
+    local = sagemaker_run.base / "output" / "intermediate" / "history.json"
+    assert history == json.loads(local.read_text())
+
+
+def test_an_s3_output_that_is_not_s3_fails_before_training(
+    sample_data: Path, tmp_path: Path
 ) -> None:
-    base, proc = sagemaker_run
+    hyperparameters = {**HYPERPARAMETERS, "sagemaker_s3_output": "ftp://bucket/jobs"}
+    base = sagemaker_job(tmp_path / "opt_ml", sample_data, hyperparameters)
+    proc = run_train(base, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    reason = (base / "output" / "failure").read_text()
+    assert reason.startswith("JobError: hyperparameter sagemaker_s3_output: Expecting 's3' scheme")
+    assert not (base / "model" / "weights.pt").exists()
+    assert not (base / "output" / "success").exists()
+
+
+def test_model_learned_and_outputs_are_written(
+    sagemaker_run: Run,
+) -> None:
+    base, proc = sagemaker_run.base, sagemaker_run.proc
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((base / "output" / "data" / "metrics.json").read_text())
     final = metrics["final"]
@@ -126,9 +193,9 @@ def test_model_learned_and_outputs_are_written(
 
 
 def test_stdout_metric_lines_follow_the_contract_and_the_regexes(
-    sagemaker_run: tuple[Path, subprocess.CompletedProcess],
+    sagemaker_run: Run,
 ) -> None:
-    base, proc = sagemaker_run
+    base, proc = sagemaker_run.base, sagemaker_run.proc
     lines = proc.stdout.splitlines()
     assert "world_size=1 rank=0 device=cpu" in lines
     epoch_lines = [line for line in lines if line.startswith("epoch=")]

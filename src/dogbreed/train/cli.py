@@ -6,7 +6,9 @@ locations come from `$SAGEMAKER_BASE_DIR` (default /opt/ml). Flags override them
 Exit codes: 0 done; 1 an unexpected error, a storage problem (disk full, permission denied) or
 a lost peer host; 2 a bad hyperparameter, data layout, environment or checkpoint; 143 (128 +
 SIGTERM) stopped by SIGTERM after writing a checkpoint (a rerun resumes). Every non-zero exit
-writes a one-line reason to output/failure (SageMaker's FailureReason).
+writes a one-line reason to output/failure (SageMaker's FailureReason); exit 0 writes
+output/success. With hyperparameter `sagemaker_s3_output`, output/intermediate/ (the epoch history)
+is uploaded to S3 while the job runs, as AWS's images do.
 """
 
 from __future__ import annotations
@@ -17,15 +19,20 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dogbreed.config import ConfigError, TrainConfig, add_config_arguments
 from dogbreed.train import launch
+
+if TYPE_CHECKING:
+    from dogbreed.train.environment import JobPaths
 
 log = logging.getLogger(__name__)
 
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
 EXIT_STOPPED = 128 + 15  # what a process killed by SIGTERM reports; here after a checkpoint
+SYNC_JOIN_TIMEOUT_S = 120
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,37 +102,56 @@ def main(args: argparse.Namespace) -> int:
 
     base = environment.base_dir(args.base_dir)
     output_dir = Path(args.output_dir) if args.output_dir else base / "output"
+    sync = None
     try:
         _maybe_run_user_program(base, args)
         paths = environment.job_paths(
             base, args.data, args.model_dir, args.output_dir, args.checkpoint_dir
         )
         output_dir = paths.output_dir
-        paths.failure_file.unlink(missing_ok=True)  # a stale reason from a previous attempt
+        for marker in (paths.failure_file, paths.success_file):  # from a previous attempt
+            marker.unlink(missing_ok=True)
         cfg = environment.load_config(base, _flags(args))
-        code = launch.maybe_launch(environment.training_env(base), _worker_argv(), args)
-        if code is not None:
-            if code != 0 and not paths.failure_file.exists():  # e.g. a worker killed by OOM
-                environment.write_failure(
-                    output_dir, f"distributed training failed: torchrun exited with code {code}"
-                )
-            return code
-        from dogbreed.train.loop import TrainingStopped, train
-
-        try:
-            train(cfg, paths)
-        except TrainingStopped as exc:
-            log.warning("%s", exc)
-            environment.write_failure(output_dir, str(exc))
-            return EXIT_STOPPED
+        if not launch.is_worker() and output_dir == base / "output":
+            # Before training: the sync is a forked process, safe before torch's threads start.
+            sync = environment.start_intermediate_sync(base)
+        code = _run(cfg, paths, args, base)
     except (ConfigError, DataError, ModelError, ArtifactError, launch.LaunchError) as exc:
         log.error("%s", exc)
         environment.write_failure(output_dir, f"{type(exc).__name__}: {exc}")
-        return EXIT_BAD_INPUT
+        code = EXIT_BAD_INPUT
     except Exception as exc:
         log.exception("training failed")
         environment.write_failure(output_dir, _unexpected_reason(exc))
-        return EXIT_ERROR
+        code = EXIT_ERROR
+    if code == 0 and not launch.is_worker():
+        environment.write_success(output_dir)
+    if sync is not None:
+        # It uploads what is left, then stops on seeing success or failure; bounded, because
+        # a slow S3 must not keep a finished job (and its instances) running.
+        sync.join(SYNC_JOIN_TIMEOUT_S)
+    return code
+
+
+def _run(cfg: TrainConfig, paths: JobPaths, args: argparse.Namespace, base: Path) -> int:
+    """Train here, or launch torchrun for the hosts and GPUs and wait for it: the exit code."""
+    from dogbreed.train import environment
+
+    code = launch.maybe_launch(environment.training_env(base), _worker_argv(), args)
+    if code is not None:
+        if code != 0 and not paths.failure_file.exists():  # e.g. a worker killed by OOM
+            environment.write_failure(
+                paths.output_dir, f"distributed training failed: torchrun exited with code {code}"
+            )
+        return code
+    from dogbreed.train.loop import TrainingStopped, train
+
+    try:
+        train(cfg, paths)
+    except TrainingStopped as exc:
+        log.warning("%s", exc)
+        environment.write_failure(paths.output_dir, str(exc))
+        return EXIT_STOPPED
     return 0
 
 

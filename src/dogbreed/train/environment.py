@@ -7,20 +7,25 @@ SageMaker (`docker run IMAGE train`) gives no flags: everything is under `$SAGEM
     input/config/resourceconfig.json    {"current_host", "hosts", "network_interface_name"}
     input/config/inputdataconfig.json   one entry per channel
     input/data/training/{train,valid,test}/   or   input/data/{train,valid,test}/
-    model/  output/  output/data/  output/failure  checkpoints/
+    model/  output/  output/data/  output/intermediate/  output/success|failure  checkpoints/
 
 The sagemaker-training toolkit's variables (`SM_CHANNEL_<NAME>`, `SM_MODEL_DIR`,
 `SM_OUTPUT_DIR`, `SM_OUTPUT_DATA_DIR`, `SM_HOSTS`, `SM_CURRENT_HOST`, `SM_NUM_GPUS`) win over
 the files when set; command-line flags win over both (EC2, laptop). No torch import here.
+
+As in AWS's images, the toolkit's `intermediate_output` uploads output/intermediate/ to S3 while
+the job runs when the job names an S3 location (hyperparameter `sagemaker_s3_output`), and the
+job ends with output/success or output/failure.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dogbreed.config import (
     ConfigError,
@@ -28,6 +33,11 @@ from dogbreed.config import (
     canonical_name,
     config_from_hyperparameters,
 )
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE_DIR = "/opt/ml"
 FAILURE_LIMIT = 1024  # SageMaker keeps the first 1024 characters as FailureReason
@@ -60,6 +70,15 @@ class JobPaths:
     @property
     def failure_file(self) -> Path:
         return self.output_dir / "failure"
+
+    @property
+    def success_file(self) -> Path:
+        return self.output_dir / "success"
+
+    @property
+    def intermediate_dir(self) -> Path:
+        """Files here reach S3 while the job runs (SageMaker's own sync, or the toolkit's)."""
+        return self.output_dir / "intermediate"
 
     @classmethod
     def from_root(
@@ -96,6 +115,15 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise JobError(f"cannot read {path}: {exc}") from None
+
+
+def decoded(value: Any) -> Any:
+    """A hyperparameter as the toolkit reads it: JSON when it parses, the raw string otherwise
+    (the SDK's framework estimators JSON-encode every value; a generic Estimator sends str())."""
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError:
+        return value
 
 
 def read_hyperparameters(base: Path) -> dict[str, Any]:
@@ -218,3 +246,36 @@ def write_failure(output_dir: Path, reason: str) -> None:
         (output_dir / "failure").write_text(reason[:FAILURE_LIMIT])
     except OSError:
         pass  # an unwritable output dir must not hide the original error; it is logged anyway
+
+
+def write_success(output_dir: Path) -> None:
+    """output/success, as the toolkit writes it after a job that succeeded: the intermediate
+    sync stops when it appears, and tools that wait for AWS's images' marker find it."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "success").touch()
+    except OSError as exc:  # the model is saved: report it, do not fail a finished job
+        log.warning("cannot write %s: %s", output_dir / "success", exc)
+
+
+def start_intermediate_sync(base: Path) -> BaseProcess | None:
+    """The toolkit's S3 sync of BASE/output/intermediate/ (a daemon process), started the way
+    its `trainer.train` starts it for AWS's images; None when the job names no S3 output or
+    the folder already exists (SageMaker itself is syncing it). It stops once output/success or
+    output/failure exists. S3_ENDPOINT_URL points it at another S3 (MinIO, moto)."""
+    from sagemaker_training import params
+
+    s3_output = decoded(read_hyperparameters(base).get(params.S3_OUTPUT_LOCATION_PARAM))
+    if not s3_output:
+        return None
+    # The toolkit resolves /opt/ml once, when its modules are first imported: nothing in this
+    # process imports them before this line.
+    os.environ["SAGEMAKER_BASE_DIR"] = str(base)
+    from sagemaker_training import intermediate_output
+
+    region = os.environ.get("AWS_REGION", os.environ.get(params.REGION_NAME_ENV))
+    endpoint = os.environ.get(params.S3_ENDPOINT_URL)
+    try:
+        return intermediate_output.start_sync(str(s3_output), region, endpoint_url=endpoint)
+    except ValueError as exc:  # not an s3:// URI
+        raise JobError(f"hyperparameter {params.S3_OUTPUT_LOCATION_PARAM}: {exc}") from None

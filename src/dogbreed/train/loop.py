@@ -595,9 +595,10 @@ def _validate_epoch(
         "lr": job.scheduler.get_last_lr()[0],
         "images_per_sec": count / max(seconds, 1e-9),
     }
+    state.history.append({"epoch": state.epoch, **metrics})
     if job.info.is_main():
         reporting.emit(reporting.epoch_line(state.epoch, metrics))
-    state.history.append({"epoch": state.epoch, **metrics})
+        reporting.write_history(job.paths.intermediate_dir, state.history)
     if valid_loss < state.best_loss:
         state.best_loss, state.best_epoch, state.bad_epochs = valid_loss, state.epoch, 0
         weights = job.model.state_dict()

@@ -36,6 +36,7 @@ METRIC_DEFINITIONS: list[dict[str, str]] = [
 ]
 
 METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
 
@@ -89,6 +90,14 @@ def write_metrics(
     }
     write_text(path, json.dumps({"final": clean, "history": history, **extra}, indent=2))
     return path
+
+
+def write_history(intermediate_dir: Path, history: list[dict[str, float]]) -> None:
+    """output/intermediate/history.json after every epoch, for S3 while the job runs. A plain
+    write, not write_text's rename: the sync uploads a file when it is closed after writing
+    (inotify CLOSE_WRITE), and a file renamed into place never is."""
+    intermediate_dir.mkdir(parents=True, exist_ok=True)
+    (intermediate_dir / HISTORY_FILE).write_text(json.dumps(history, indent=2))
 
 
 def plot_curves(output_data_dir: Path, history: list[dict[str, float]]) -> Path:

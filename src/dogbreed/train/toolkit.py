@@ -18,12 +18,12 @@ and torchrun across hosts and GPUs when `distribution={"torch_distributed": {"en
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+from dogbreed.train.environment import decoded
 from dogbreed.train.launch import DEFAULT_MASTER_PORT
 
 FRAMEWORK_MODULE = "dogbreed.train.toolkit:main"
@@ -32,22 +32,14 @@ PROGRAM_ENV = "SAGEMAKER_PROGRAM"
 TORCH_DISTRIBUTED = "sagemaker_torch_distributed_enabled"
 
 
-def _decoded(value: Any) -> Any:
-    """A hyperparameter as the toolkit reads it: JSON when it parses, the raw string otherwise."""
-    try:
-        return json.loads(value) if isinstance(value, str) else value
-    except json.JSONDecodeError:
-        return value
-
-
 def _enabled(value: Any) -> bool:
     """True for the SDK's JSON `true` and for a generic Estimator's str(True)."""
-    return str(_decoded(value)).lower() == "true"
+    return str(decoded(value)).lower() == "true"
 
 
 def user_program(hyperparameters: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
     """The user's entry point this job names, or None (the built-in trainer's job)."""
-    program = environ.get(PROGRAM_ENV) or _decoded(hyperparameters.get(PROGRAM_HYPERPARAMETER))
+    program = environ.get(PROGRAM_ENV) or decoded(hyperparameters.get(PROGRAM_HYPERPARAMETER))
     return str(program) if program else None
 
 
