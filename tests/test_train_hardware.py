@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +110,48 @@ def test_bf16_training_is_as_accurate_as_fp32_on_the_sample_data(
     assert fp32["test_acc"] > 1.5 / 5 and bf16["test_acc"] > 1.5 / 5  # both learnt (5 classes)
     assert abs(bf16["test_acc"] - fp32["test_acc"]) <= BF16_ACCURACY_TOLERANCE, (bf16, fp32)
     assert abs(bf16["valid_acc"] - fp32["valid_acc"]) <= BF16_ACCURACY_TOLERANCE, (bf16, fp32)
+
+
+# A process that has run AMX code (bf16 on a Xeon with AMX: the trainer's autocast, OpenVINO)
+# then takes signals while it sleeps, some arriving inside the handler of another.
+NESTED_SIGNALS_AFTER_AMX = """
+import os, signal, subprocess, sys, time
+import torch
+if sys.argv[1] == "faulthandler":
+    import faulthandler
+    faulthandler.enable()
+names = ("SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGHUP", "SIGALRM")
+for name in names:
+    signal.signal(getattr(signal, name), lambda *_: None)
+x = torch.randn(256, 256, dtype=torch.bfloat16)
+for _ in range(10):
+    x @ x
+kills = "; ".join(f"kill -{n[3:]} {os.getpid()}" for n in names)
+sender = subprocess.Popen(["bash", "-c", f"for i in $(seq 2000); do {kills}; done"])
+deadline = time.monotonic() + 60
+while sender.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.001)
+print("alive")
+"""
+
+
+def test_the_test_process_has_no_faulthandler_signal_stack() -> None:
+    """CPython 3.11's faulthandler gives the main thread a ~20 KB alternate signal stack. After
+    the thread has run AMX code every signal frame carries 8 KB of tile state: two nested
+    signals overflow that stack and the process dies of SIGSEGV or heap corruption, with no
+    traceback (CI's exit 139, after this file's bf16 training ran in pytest's process). So
+    pytest runs with `-p no:faulthandler` (pyproject.toml); nothing of ours enables it."""
+    assert not faulthandler.is_enabled()
+
+
+def test_a_process_that_ran_amx_survives_nested_signals_without_faulthandler() -> None:
+    """The case above, in a child without faulthandler: signals run on the thread's own stack.
+    (With `faulthandler` as the argument it died in 4 of 4 runs on a Xeon with AMX: SIGSEGV,
+    SIGBUS, or SIGABRT from `free(): invalid size` after the overflow corrupted the heap.)"""
+    result = subprocess.run(
+        [sys.executable, "-c", NESTED_SIGNALS_AFTER_AMX, "none"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "alive"), result.stderr[-2000:]
