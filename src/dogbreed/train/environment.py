@@ -13,6 +13,13 @@ The sagemaker-training toolkit's variables (`SM_CHANNEL_<NAME>`, `SM_MODEL_DIR`,
 `SM_OUTPUT_DIR`, `SM_OUTPUT_DATA_DIR`, `SM_HOSTS`, `SM_CURRENT_HOST`, `SM_NUM_GPUS`) win over
 the files when set; command-line flags win over both (EC2, laptop). No torch import here.
 
+Why the built-in trainer reads the job here and not through the toolkit's `Environment` (which
+script mode uses, dogbreed.train.toolkit): `Environment()` fails with a bare FileNotFoundError
+when any of the three config files is missing (EC2, laptop, a base with hyperparameters only),
+fixes /opt/ml when its module is first imported, and knows neither the precedence flags >
+SM_* > files, nor a Pipe-mode channel as an error, nor `validation` as `valid`, nor a
+checkpoint folder. The names it shares with the toolkit (SM_*, sagemaker_s3_output) are its.
+
 As in AWS's images, the toolkit's `intermediate_output` uploads output/intermediate/ to S3 while
 the job runs when the job names an S3 location (hyperparameter `sagemaker_s3_output`), and the
 job ends with output/success or output/failure.
