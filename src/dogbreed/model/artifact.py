@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# eval_resize_size: callers (training, tests) name it artifact.eval_resize_size too.
+from dogbreed.data.presets import IMAGENET_MEAN, IMAGENET_STD, eval_resize_size  # noqa: F401
 from dogbreed.model.files import write_file, write_text
 
 FORMAT_VERSION = 1
@@ -29,8 +31,6 @@ ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript"
 CLASSES_FILE = "classes.json"
 METADATA_FILE = "metadata.json"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ArtifactError(ValueError):
@@ -67,11 +67,6 @@ class ModelMetadata:
         values["mean"] = tuple(values.get("mean", IMAGENET_MEAN))
         values["std"] = tuple(values.get("std", IMAGENET_STD))
         return cls(**values)
-
-
-def eval_resize_size(image_size: int) -> int:
-    """torchvision's convention: resize the shorter side to size / 0.875 (224 -> 256)."""
-    return round(image_size / 0.875)
 
 
 def read_metadata(model_dir: str | Path) -> ModelMetadata:
