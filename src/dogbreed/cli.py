@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("dogbreed.data.cli", "generate sample data, fetch the dataset, upload it to S3"),
     "serve": ("dogbreed.serve.cli", "serve a model directory over HTTP (/ping, /invocations)"),
     "export": (
-        "dogbreed.model.cli",
+        "dogbreed.serve.export",
         "measure a model directory's reduced-precision paths against fp32 (agreement gate)",
     ),
     "tune": ("dogbreed.tune.cli", "hyperparameter search with Optuna on this machine"),

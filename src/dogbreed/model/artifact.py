@@ -51,7 +51,8 @@ class ModelMetadata:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
-    # Reduced-precision paths and their agreement with fp32 (dogbreed.model.precision).
+    # Reduced-precision paths and their agreement with fp32 (dogbreed.model.precision;
+    # measured by dogbreed.serve.precision_gate).
     precisions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
