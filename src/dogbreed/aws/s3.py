@@ -25,7 +25,7 @@ from dogbreed.aws.clients import (
     aws_from_args,
     emit,
 )
-from dogbreed.aws.common import check_s3_uri
+from dogbreed.aws.common import split_s3_uri
 from dogbreed.data.fetch import CHUNK, Progress
 
 PART_BYTES = 8 * 1024 * 1024  # multipart threshold and part size
@@ -34,7 +34,7 @@ CONCURRENCY = 10  # transfers at once: small files are latency-bound
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """`s3://bucket/some/prefix/` -> ("bucket", "some/prefix"); UsageError if not an S3 URI."""
-    bucket, _, prefix = check_s3_uri(uri, "the destination")[5:].partition("/")
+    bucket, prefix = split_s3_uri(uri, "the destination")
     return bucket, prefix.strip("/")
 
 
