@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,11 +27,9 @@ from pathlib import Path
 from dogbreed.data.sample import generate_sample
 from dogbreed.train.launch import WORKER_MARKERS
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# free_port: the tests' helper (bench_lambda.py uses tests/ helpers the same way).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from loopback_http import free_port
 
 
 def run_job(

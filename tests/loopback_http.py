@@ -1,7 +1,9 @@
-"""The base of the tests' small stand-in HTTP servers (fake container, SageMaker runtime)."""
+"""The base of the tests' small stand-in HTTP servers (fake container, SageMaker runtime), and
+`free_port` (tests and bench/ use this one)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,6 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
 
 S = TypeVar("S", bound=ThreadingHTTPServer)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class LoopbackServer(ThreadingHTTPServer):

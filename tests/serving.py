@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import psutil
 import pytest
+from loopback_http import free_port
 from PIL import Image
 
 # JVM + MMS + a worker on two busy shared cores: generous, but bounded.
@@ -49,12 +50,6 @@ TEST_ENV = {
 
 class ServerFailed(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ping(base_url: str, timeout: float = 2.0) -> int:

@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from loopback_http import free_port
 
 from dogbreed.config import TrainConfig
 from dogbreed.model import artifact
@@ -45,12 +45,6 @@ def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
 
 def image_exists(image: str) -> bool:
     return docker("image", "inspect", image, check=False).returncode == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_ping(url: str, budget_s: float, container: str | None = None) -> float:

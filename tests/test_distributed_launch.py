@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from loopback_http import free_port
 
 from dogbreed.train import launch
 from dogbreed.train.environment import TrainingEnv, base_dir, training_env
@@ -313,12 +313,6 @@ FAKE_WORKER = textwrap.dedent(
     dist.destroy_process_group()
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 HOSTS = ("algo-1", "algo-2")

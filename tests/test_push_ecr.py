@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -21,16 +20,11 @@ from pathlib import Path
 
 import boto3
 import pytest
+from loopback_http import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "push_ecr.sh"
 REGISTRY_BIN = "/usr/bin/docker-registry"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture()

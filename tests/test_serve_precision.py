@@ -15,6 +15,7 @@ import pytest
 
 from dogbreed import hostcpu
 from dogbreed.model import artifact, precision
+from dogbreed.serve import precision_gate
 from dogbreed.serve.backends import choose_cpu_precision, describe_precision
 from dogbreed.serve.settings import ServeSettings, SettingsError
 
@@ -68,9 +69,9 @@ def test_gate_refuses_a_path_below_99_percent_and_records_it(
     def fake_measure(model_dir: Path, images: list, name: str, threads: int) -> dict:
         return {**precision.compare(agree, disagree), "measured_on": precision.cpu_model()}
 
-    monkeypatch.setattr(precision, "measure", fake_measure)
+    monkeypatch.setattr(precision_gate, "measure", fake_measure)
     with caplog.at_level(logging.WARNING):
-        results = precision.gate(tmp_path, [tmp_path / "x.jpg"], threads=1)
+        results = precision_gate.gate(tmp_path, [tmp_path / "x.jpg"], threads=1)
     assert "top-1 agreement 98.00%" in caplog.text and "bf16 is not used" in caplog.text
     recorded = json.loads((tmp_path / artifact.METADATA_FILE).read_text())["precisions"]
     assert recorded == results
@@ -86,8 +87,8 @@ def test_gate_says_not_measured_on_a_cpu_without_bf16(
 ) -> None:
     artifact.write_metadata(tmp_path, meta_with())
     cpuinfo(EPYC_AVX2)
-    monkeypatch.setattr(precision, "measure", lambda *a: pytest.fail("nothing to measure"))
-    results = precision.gate(tmp_path, [tmp_path / "x.jpg"])
+    monkeypatch.setattr(precision_gate, "measure", lambda *a: pytest.fail("nothing to measure"))
+    results = precision_gate.gate(tmp_path, [tmp_path / "x.jpg"])
     assert results["bf16"] == {
         "passed": False,
         "measured": False,

@@ -21,13 +21,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("dogbreed.data.cli", "generate sample data, fetch the dataset, upload it to S3"),
     "serve": ("dogbreed.serve.cli", "serve a model directory over HTTP (/ping, /invocations)"),
     "export": (
-        "dogbreed.model.cli",
+        "dogbreed.serve.export",
         "measure a model directory's reduced-precision paths against fp32 (agreement gate)",
     ),
     "tune": ("dogbreed.tune.cli", "hyperparameter search with Optuna on this machine"),
     "sagemaker": ("dogbreed.aws.cli", "train, tune, deploy, invoke, autoscale, delete on AWS"),
     "loadtest": ("dogbreed.aws.loadtest", "measure one serving container's sustainable req/s"),
     "lambda": ("dogbreed.aws.lambda_deploy", "package and deploy the Lambda client"),
+}
+# Actions that a higher package supplies to a lower package's command, so that the lower one
+# never imports it: command -> [(action, module with add_arguments and main, one-line help)].
+# The command's module takes them with `add_action(actions, name, help, add_arguments, main)`.
+ADDED_ACTIONS: dict[str, list[tuple[str, str, str]]] = {
+    "data": [
+        (
+            "upload",
+            "dogbreed.aws.s3",
+            "upload a folder to S3, keeping relative paths; skips objects already there",
+        )
+    ],
 }
 
 
@@ -41,7 +53,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         subparser = sub.add_parser(name, help=help_text, description=help_text)
         if command in (None, name):
             module = importlib.import_module(module_name)
-            module.add_arguments(subparser)
+            actions = module.add_arguments(subparser)
+            for action, added_name, added_help in ADDED_ACTIONS.get(name, []):
+                added = importlib.import_module(added_name)
+                module.add_action(actions, action, added_help, added.add_arguments, added.main)
             subparser.set_defaults(_module=module)
     return parser
 

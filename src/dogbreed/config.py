@@ -13,11 +13,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, get_type_hints
 
+# SageMaker's root for a container's files (model/, input/, output/): training and serving.
+DEFAULT_BASE_DIR = "/opt/ml"
 FREEZE_CHOICES = ("none", "backbone", "layer1", "layer2", "layer3", "layer4")
 
 
@@ -208,3 +212,8 @@ def hyperparameter_docs() -> list[tuple[str, str, str, str]]:
     for f in fields(TrainConfig):
         rows.append((f.name, _field_type(f.name).__name__, str(f.default), f.metadata["help"]))
     return rows
+
+
+def base_dir(explicit: str | Path | None = None) -> Path:
+    """`explicit`, else $SAGEMAKER_BASE_DIR, else /opt/ml."""
+    return Path(explicit or os.environ.get("SAGEMAKER_BASE_DIR") or DEFAULT_BASE_DIR)

@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from dogbreed.aws.clients import Aws, UsageError, aws_command, aws_from_args, emit
-from dogbreed.aws.common import check_s3_uri
+from dogbreed.aws.clients import (
+    Aws,
+    UsageError,
+    add_aws_arguments,
+    aws_command,
+    aws_from_args,
+    emit,
+)
+from dogbreed.aws.common import split_s3_uri
 from dogbreed.data.fetch import CHUNK, Progress
 
 PART_BYTES = 8 * 1024 * 1024  # multipart threshold and part size
@@ -27,7 +34,7 @@ CONCURRENCY = 10  # transfers at once: small files are latency-bound
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """`s3://bucket/some/prefix/` -> ("bucket", "some/prefix"); UsageError if not an S3 URI."""
-    bucket, _, prefix = check_s3_uri(uri, "the destination")[5:].partition("/")
+    bucket, prefix = split_s3_uri(uri, "the destination")
     return bucket, prefix.strip("/")
 
 
@@ -130,8 +137,15 @@ def upload(aws: Aws, directory: Path, uri: str, out: IO[str] | None = None) -> P
     return plan
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`dogbreed data upload`'s flags (dogbreed.cli adds the action to `dogbreed data`)."""
+    parser.add_argument("directory", type=Path, help="local folder, e.g. the dataset root")
+    parser.add_argument("uri", help="destination, s3://bucket/prefix")
+    add_aws_arguments(parser)
+
+
 @aws_command
-def upload_main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     aws = aws_from_args(args)
     terminal = sys.stderr if sys.stderr.isatty() else None  # progress only for people
     plan = upload(aws, args.directory, args.uri, terminal)

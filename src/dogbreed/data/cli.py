@@ -1,15 +1,20 @@
-"""`dogbreed data sample|check|fetch|upload`."""
+"""`dogbreed data sample|check|fetch|upload`.
+
+`upload` is aws's code (boto3, dogbreed.aws.s3): data sits below aws and never imports it;
+dogbreed.cli supplies the action through `add_action`, and data parses and runs it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+Actions = argparse._SubParsersAction  # what `add_arguments` returns: the ACTION subparsers
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # aws sits above data: imported here, when the parser is built, never by the data package.
-    from dogbreed.aws.clients import add_aws_arguments
+
+def add_arguments(parser: argparse.ArgumentParser) -> Actions:
     from dogbreed.data.fetch import DATASET_URL, DOWNLOAD_TIMEOUT
 
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -36,14 +41,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DOWNLOAD_TIMEOUT,
         help=f"seconds without data before giving up (default {DOWNLOAD_TIMEOUT:g})",
     )
+    return sub
 
-    upload = sub.add_parser(
-        "upload",
-        help="upload a folder to S3, keeping relative paths; skips objects already there",
-    )
-    upload.add_argument("directory", type=Path, help="local folder, e.g. the dataset root")
-    upload.add_argument("uri", help="destination, s3://bucket/prefix")
-    add_aws_arguments(upload)
+
+def add_action(
+    actions: Actions,
+    name: str,
+    help_text: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+) -> None:
+    """An ACTION that a higher package supplies (dogbreed.cli adds aws's `upload`); `main`
+    runs it like the others."""
+    action = actions.add_parser(name, help=help_text)
+    add_arguments(action)
+    action.set_defaults(data_action=run)
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -69,18 +81,13 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _upload(args: argparse.Namespace) -> int:
-    from dogbreed.aws.s3 import upload_main  # lazily: aws sits above data
-
-    return upload_main(args)
-
-
-ACTIONS = {"sample": _sample, "check": _check, "fetch": _fetch, "upload": _upload}
+ACTIONS = {"sample": _sample, "check": _check, "fetch": _fetch}
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        return ACTIONS[args.data_command](args)
+        run = ACTIONS.get(args.data_command) or args.data_action  # data_action: add_action's
+        return run(args)
     except (ValueError, OSError) as exc:  # DataError, ImageError, FileExistsError, disk full
         print(f"error: {exc}", file=sys.stderr)
         return 1

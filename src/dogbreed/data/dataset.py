@@ -21,8 +21,8 @@ import torch.utils.data
 
 from dogbreed.data.images import ImageError, image_size, open_rgb
 from dogbreed.data.layout import DataError, Sample, Splits
+from dogbreed.data.presets import eval_resize_size
 from dogbreed.data.transforms import eval_transform, train_transform
-from dogbreed.model.artifact import eval_resize_size
 
 log = logging.getLogger(__name__)
 MAX_CONSECUTIVE_FAILURES = 20  # more bad files in a row than this means the data is broken

@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from dogbreed.data.images import resize_center_crop
-from dogbreed.model.artifact import IMAGENET_MEAN, IMAGENET_STD, eval_resize_size
+from dogbreed.data.presets import IMAGENET_MEAN, IMAGENET_STD, eval_resize_size
 
 
 def _to_normalised_tensor() -> list[v2.Transform]:

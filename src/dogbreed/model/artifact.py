@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# eval_resize_size: callers (training, tests) name it artifact.eval_resize_size too.
+from dogbreed.data.presets import IMAGENET_MEAN, IMAGENET_STD, eval_resize_size  # noqa: F401
 from dogbreed.model.files import write_file, write_text
 
 FORMAT_VERSION = 1
@@ -29,8 +31,6 @@ ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript"
 CLASSES_FILE = "classes.json"
 METADATA_FILE = "metadata.json"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ArtifactError(ValueError):
@@ -51,7 +51,8 @@ class ModelMetadata:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
-    # Reduced-precision paths and their agreement with fp32 (dogbreed.model.precision).
+    # Reduced-precision paths and their agreement with fp32 (dogbreed.model.precision;
+    # measured by dogbreed.serve.precision_gate).
     precisions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -67,11 +68,6 @@ class ModelMetadata:
         values["mean"] = tuple(values.get("mean", IMAGENET_MEAN))
         values["std"] = tuple(values.get("std", IMAGENET_STD))
         return cls(**values)
-
-
-def eval_resize_size(image_size: int) -> int:
-    """torchvision's convention: resize the shorter side to size / 0.875 (224 -> 256)."""
-    return round(image_size / 0.875)
 
 
 def read_metadata(model_dir: str | Path) -> ModelMetadata:

@@ -1,4 +1,4 @@
-"""Reduced-precision serving paths and the gate that lets serving use them.
+"""Reduced-precision serving paths: what the gate that lets serving use them records and how.
 
 A reduced-precision path (bf16: OpenVINO reading model.onnx) is used only when its top-1 agrees
 with the fp32 path (ONNX Runtime, same file) on at least 99% of the validation images. The
@@ -7,6 +7,8 @@ ran on) goes into metadata.json under `precisions`. bf16 can only be measured on
 computes it (AMX or AVX512-BF16): elsewhere OpenVINO quietly runs fp32 and the figure would be
 fp32 against itself, so the record says "not measured" and why, and serving keeps fp32 until
 `dogbreed export MODEL_DIR --data DIR` is run on such a CPU. Torch-free.
+
+The measuring itself needs serving's backends and preprocessing: dogbreed.serve.precision_gate.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import numpy as np
 
 from dogbreed import hostcpu
 from dogbreed.data.images import is_image_file
-from dogbreed.model.artifact import ArtifactError, read_metadata, write_metadata
+from dogbreed.model.artifact import ArtifactError
 
 log = logging.getLogger(__name__)
 REDUCED_PRECISIONS = ("bf16",)
 MIN_AGREEMENT = 0.99
-BATCH = 32  # images per forward pass while measuring: bounds memory on large splits
+# The gate measures with serving's runtimes and preprocessing: it lives in serve/ and runs in a
+# child process (a module name here, not an import: model sits below serve).
+GATE_MODULE = "dogbreed.serve.precision_gate"
 GATE_TIMEOUT_S = 1800  # the whole validation split twice (fp32 and bf16) on a CPU
 
 
@@ -82,55 +86,14 @@ def compare(fp32_logits: np.ndarray, reduced_logits: np.ndarray) -> dict[str, An
     }
 
 
-def measure(model_dir: Path, images: Sequence[Path], precision: str, threads: int) -> dict:
-    """Run fp32 and `precision` over `images` with serving's own preprocessing and compare."""
-    from dogbreed.serve.backends import cpu_backend
-    from dogbreed.serve.preprocess import Preprocessor
-
-    preprocess = Preprocessor(read_metadata(model_dir))
-    fp32 = cpu_backend(model_dir, "fp32", threads)
-    reduced = cpu_backend(model_dir, precision, threads)
-    outputs: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
-    for start in range(0, len(images), BATCH):
-        batch = np.stack([preprocess(p.read_bytes()) for p in images[start : start + BATCH]])
-        outputs[0].append(fp32.run(batch))
-        outputs[1].append(reduced.run(batch))
-    flags = sorted(hostcpu.FAST_BF16_FLAGS & hostcpu.cpu_flags())
-    return {
-        **compare(np.concatenate(outputs[0]), np.concatenate(outputs[1])),
-        "runtime": reduced.description,
-        "measured_on": f"{cpu_model()} ({', '.join(flags)})",
-    }
-
-
-def gate(model_dir: Path, images: Sequence[Path], threads: int | None = None) -> dict:
-    """Measure every reduced-precision path, record the verdicts in metadata.json, return them."""
-    model_dir = Path(model_dir)
-    if not images:
-        raise ArtifactError("the agreement gate needs at least one validation image")
-    meta = read_metadata(model_dir)
-    flags = hostcpu.cpu_flags()
-    for precision in REDUCED_PRECISIONS:
-        reason = unavailable(precision, flags)
-        if reason:
-            result: dict[str, Any] = {"passed": False, "measured": False, "reason": reason}
-            log.warning("%s agreement not measured: %s; serving keeps fp32", precision, reason)
-        else:
-            threads = threads or hostcpu.available_cpus()
-            result = {**measure(model_dir, images, precision, threads), "measured": True}
-            _log_verdict(precision, result)
-        meta.precisions[precision] = result
-    write_metadata(model_dir, meta)
-    return meta.precisions
-
-
 def gate_in_subprocess(model_dir: Path, images: Sequence[Path]) -> None:
-    """`gate` in a child process, as training's last step: the serving runtimes (OpenVINO's
-    TBB threads, ONNX Runtime) never share a process with torch's OpenMP runtime, which
-    crashed a later thread of the process that had loaded both. The model is already written:
-    a gate that cannot run leaves it fp32-only (a warning), it does not fail the job."""
+    """The gate (serve.precision_gate) in a child process, as training's last step: the
+    serving runtimes (OpenVINO's TBB threads, ONNX Runtime) never share a process with
+    torch's OpenMP runtime, which crashed a later thread of the process that had loaded both.
+    The model is already written: a gate that cannot run leaves it fp32-only (a warning), it
+    does not fail the job."""
     listing = "".join(f"{path}\n" for path in images)
-    command = [sys.executable, "-m", "dogbreed.model.precision", str(model_dir)]
+    command = [sys.executable, "-m", GATE_MODULE, str(model_dir)]
     try:
         result = subprocess.run(command, input=listing, text=True, timeout=GATE_TIMEOUT_S)
         failed = result.returncode != 0 and f"exit code {result.returncode}"
@@ -138,24 +101,3 @@ def gate_in_subprocess(model_dir: Path, images: Sequence[Path]) -> None:
         failed = f"no verdict within {GATE_TIMEOUT_S} s"
     if failed:
         log.warning("the precision gate failed (%s): the model serves in fp32", failed)
-
-
-def _log_verdict(precision: str, result: dict) -> None:
-    text = (
-        f"{precision} vs fp32 on {result['images']} validation images: top-1 agreement "
-        f"{result['top1_agreement']:.2%}, largest probability difference "
-        f"{result['max_prob_diff']:.4f}"
-    )
-    if result["passed"]:
-        log.info("%s: usable", text)
-    else:
-        log.warning(
-            "%s: below %.0f%%, %s is not used (fp32 stays)", text, MIN_AGREEMENT * 100, precision
-        )
-
-
-if __name__ == "__main__":  # gate_in_subprocess: MODEL_DIR, the image paths one per line on stdin
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    gate(Path(sys.argv[1]), [Path(line) for line in sys.stdin.read().splitlines() if line])

@@ -43,10 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import tempfile
 
+    from dogbreed.config import base_dir
     from dogbreed.model.artifact import ArtifactError
     from dogbreed.serve import server
     from dogbreed.serve.settings import ServeSettings, SettingsError, server_flag_values
-    from dogbreed.train.environment import base_dir
 
     try:
         settings = (

@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dogbreed.config import (
+from dogbreed.config import (  # noqa: F401 (base_dir: train.cli and tests use it from here)
     ConfigError,
     TrainConfig,
+    base_dir,
     canonical_name,
     config_from_hyperparameters,
 )
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_DIR = "/opt/ml"
 FAILURE_LIMIT = 1024  # SageMaker keeps the first 1024 characters as FailureReason
 
 
@@ -111,10 +111,6 @@ class TrainingEnv:
     @property
     def host_rank(self) -> int:
         return self.hosts.index(self.current_host)
-
-
-def base_dir(explicit: str | Path | None = None) -> Path:
-    return Path(explicit or os.environ.get("SAGEMAKER_BASE_DIR") or DEFAULT_BASE_DIR)
 
 
 def _read_json(path: Path) -> Any:

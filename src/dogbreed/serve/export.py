@@ -2,6 +2,7 @@
 model directory against fp32 on DIR's validation split and record them in its metadata.json.
 
 Imports nothing heavy at module level; needs onnxruntime (and openvino for bf16), not torch.
+In serve/: the measuring uses serving's backends (dogbreed.serve.precision_gate).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from dogbreed.model.artifact import ArtifactError
-    from dogbreed.model.precision import gate, validation_images
+    from dogbreed.model.precision import validation_images
+    from dogbreed.serve.precision_gate import gate
 
     try:
         results = gate(args.model_dir, validation_images(args.data), args.threads)
