@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from dogbreed import hostcpu
+
 # The real model server fixtures (`model_server`, `running_server`): tests/serving.py.
 pytest_plugins = ["serving"]
 
@@ -23,6 +25,18 @@ TINY_TRAIN_FLAGS = (
     "--backbone resnet18 --image-size 64 --epochs 4 --batch-size 16 --learning-rate 0.003 "
     "--workers 0 --seed 0"
 ).split()
+
+
+@pytest.fixture(autouse=True)
+def _signal_stack_holds_nested_frames() -> Iterator[None]:
+    """Fail the test after which pytest's main thread has a small alternate signal stack: a
+    library gave it one (OpenVINO's CPU plugin does) and, with AMX state, nested signals would
+    overflow it and kill the whole run later, with no traceback (hostcpu.ensure_signal_stack)."""
+    yield
+    size = hostcpu.signal_stack_size()
+    assert size is None or size >= hostcpu.SIGNAL_STACK_BYTES, (
+        f"this test left pytest's main thread a {size}-byte alternate signal stack"
+    )
 
 
 @pytest.fixture(scope="session")

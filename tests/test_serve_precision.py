@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nested_signals import SEND_NESTED_SIGNALS
 
 from dogbreed import hostcpu
 from dogbreed.model import artifact, precision
@@ -178,3 +179,36 @@ print(json.dumps([bf16.description, fp32.run(batch).argmax(1).tolist(),
     assert run.returncode == 0, run.stderr
     description, fp32_top1, bf16_top1 = json.loads(run.stdout)
     assert description.startswith("openvino") and fp32_top1 and bf16_top1 == fp32_top1
+
+
+def test_a_bf16_backend_survives_nested_signals(trained_model_dir: Path) -> None:
+    """OpenVINO's CPU plugin gives the thread that compiles a model a 20 KB alternate signal
+    stack, too small for two nested signal frames once the thread has run AMX code; the bf16
+    backend replaces it (hostcpu.ensure_signal_stack). Without that, this child died in 3 of
+    3 runs on a Xeon with AMX."""
+    script = (
+        f"""
+import numpy as np
+from pathlib import Path
+from dogbreed import hostcpu
+from dogbreed.model.artifact import ArtifactError
+from dogbreed.serve.backends import cpu_backend
+try:
+    backend = cpu_backend(Path({str(trained_model_dir)!r}), "bf16", 1)
+except ArtifactError:
+    raise SystemExit("refused")
+for _ in range(5):
+    backend.run(np.zeros((4, 3, 64, 64), np.float32))
+print(hostcpu.signal_stack_size())
+"""
+        + SEND_NESTED_SIGNALS
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=180
+    )
+    if precision.unavailable("bf16", hostcpu.cpu_flags()):
+        assert result.stderr.strip().endswith("refused"), result.stderr[-2000:]
+        return
+    assert result.returncode == 0, result.stderr[-2000:]
+    size, alive = result.stdout.split()
+    assert int(size) >= hostcpu.SIGNAL_STACK_BYTES and alive == "alive"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from nested_signals import SEND_NESTED_SIGNALS
 
 from dogbreed import hostcpu
 from dogbreed.config import TrainConfig
@@ -112,27 +113,20 @@ def test_bf16_training_is_as_accurate_as_fp32_on_the_sample_data(
     assert abs(bf16["valid_acc"] - fp32["valid_acc"]) <= BF16_ACCURACY_TOLERANCE, (bf16, fp32)
 
 
-# A process that has run AMX code (bf16 on a Xeon with AMX: the trainer's autocast, OpenVINO)
-# then takes signals while it sleeps, some arriving inside the handler of another.
-NESTED_SIGNALS_AFTER_AMX = """
-import os, signal, subprocess, sys, time
+# A process whose main thread has run AMX code (bf16 on a Xeon with AMX), then nested signals.
+AMX_THEN_NESTED_SIGNALS = (
+    """
+import sys
 import torch
 if sys.argv[1] == "faulthandler":
     import faulthandler
     faulthandler.enable()
-names = ("SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGHUP", "SIGALRM")
-for name in names:
-    signal.signal(getattr(signal, name), lambda *_: None)
 x = torch.randn(256, 256, dtype=torch.bfloat16)
 for _ in range(10):
     x @ x
-kills = "; ".join(f"kill -{n[3:]} {os.getpid()}" for n in names)
-sender = subprocess.Popen(["bash", "-c", f"for i in $(seq 2000); do {kills}; done"])
-deadline = time.monotonic() + 60
-while sender.poll() is None and time.monotonic() < deadline:
-    time.sleep(0.001)
-print("alive")
 """
+    + SEND_NESTED_SIGNALS
+)
 
 
 def test_the_test_process_has_no_faulthandler_signal_stack() -> None:
@@ -149,7 +143,7 @@ def test_a_process_that_ran_amx_survives_nested_signals_without_faulthandler() -
     (With `faulthandler` as the argument it died in 4 of 4 runs on a Xeon with AMX: SIGSEGV,
     SIGBUS, or SIGABRT from `free(): invalid size` after the overflow corrupted the heap.)"""
     result = subprocess.run(
-        [sys.executable, "-c", NESTED_SIGNALS_AFTER_AMX, "none"],
+        [sys.executable, "-c", AMX_THEN_NESTED_SIGNALS, "none"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -5,8 +5,10 @@ Below `config` in the dependency order: nothing here imports the rest of the pac
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import sys
 from pathlib import Path
 
 # cgroup v2 (`QUOTA PERIOD` or `max PERIOD`), then v1 (quota -1 = unlimited).
@@ -59,3 +61,48 @@ def cpu_flags() -> frozenset[str]:
 def fast_bf16() -> bool:
     """True when this CPU computes bf16 faster than fp32 (AMX or AVX512-BF16)."""
     return not FAST_BF16_FLAGS.isdisjoint(cpu_flags())
+
+
+# Room for a dozen nested signal frames that carry AMX tile state (about 12 KB each).
+SIGNAL_STACK_BYTES = 256 * 1024
+_SS_ONSTACK = 1
+_signal_stacks: list[ctypes.Array[ctypes.c_char]] = []  # kept alive: the kernel writes into them
+
+
+class _SignalStack(ctypes.Structure):  # stack_t, <signal.h>
+    _fields_ = (
+        ("ss_sp", ctypes.c_void_p),
+        ("ss_flags", ctypes.c_int),
+        ("ss_size", ctypes.c_size_t),
+    )
+
+
+def _sigaltstack(new: _SignalStack | None) -> _SignalStack:
+    old = _SignalStack()
+    ctypes.CDLL(None).sigaltstack(ctypes.byref(new) if new else None, ctypes.byref(old))
+    return old
+
+
+def signal_stack_size() -> int | None:
+    """The size of this thread's alternate signal stack; None when it has none (or not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    current = _sigaltstack(None)
+    return current.ss_size if current.ss_sp else None
+
+
+def ensure_signal_stack(size: int = SIGNAL_STACK_BYTES) -> None:
+    """Give this thread a larger alternate signal stack if it has a smaller one.
+
+    Why: OpenVINO's CPU plugin installs a 20 KB one on the thread that compiles a model, and
+    Python runs its signal handlers there (SA_ONSTACK). Once the thread has run AMX code every
+    signal frame carries 8 KB of tile state, so two nested signals overflow those 20 KB: the
+    process dies of SIGSEGV or corrupts its heap (tests/test_train_hardware.py shows it).
+    A thread without one needs nothing: its signals run on its own stack."""
+    current = signal_stack_size()
+    if current is None or current >= size or _sigaltstack(None).ss_flags & _SS_ONSTACK:
+        return
+    memory = ctypes.create_string_buffer(size)
+    _sigaltstack(_SignalStack(ctypes.addressof(memory), 0, size))
+    if signal_stack_size() == size:  # taken: keep its memory for as long as the thread lives
+        _signal_stacks.append(memory)

@@ -74,6 +74,7 @@ class OpenVinoBackend:
             "ENABLE_CPU_PINNING": False,
         }
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        hostcpu.ensure_signal_stack()  # the plugin's own is too small for AMX signal frames
         # Where the CPU lacks bf16 the plugin falls back to f32 without a word: refuse that.
         ran = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         if "bf16" not in ran and "bfloat16" not in ran:
