@@ -130,10 +130,10 @@ for _ in range(10):
 
 
 def test_the_test_process_has_no_faulthandler_signal_stack() -> None:
-    """CPython 3.11's faulthandler gives the main thread a ~20 KB alternate signal stack. After
-    the thread has run AMX code every signal frame carries 8 KB of tile state: two nested
-    signals overflow that stack and the process dies of SIGSEGV or heap corruption, with no
-    traceback (CI's exit 139, after this file's bf16 training ran in pytest's process). So
+    """CPython 3.11's faulthandler gives the main thread an alternate signal stack (SIGSTKSZ +
+    AT_MINSIGSTKSZ). After the thread has run AMX code every signal frame carries 8 KB of tile
+    state: nested signals overflow that stack and the process dies of SIGSEGV or heap
+    corruption, with no traceback (like CI's exit 139, there from OpenVINO's stack). So
     pytest runs with `-p no:faulthandler` (pyproject.toml); nothing of ours enables it."""
     assert not faulthandler.is_enabled()
 
