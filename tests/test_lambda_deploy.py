@@ -24,7 +24,7 @@ from botocore.stub import Stubber
 from dogbreed import cli
 from dogbreed.aws import lambda_deploy
 from dogbreed.aws.clients import Aws, UsageError
-from dogbreed.aws.lambda_deploy import DeployOptions, deploy, execution_policy
+from dogbreed.aws.lambda_deploy import PUBLIC_URL_GRANTS, DeployOptions, deploy, execution_policy
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
@@ -206,6 +206,47 @@ def test_policy_grants_only_invoke_on_one_endpoint_and_own_logs() -> None:
         ("logs:CreateLogStream", f"{log_group}:*"),
         ("logs:PutLogEvents", f"{log_group}:*"),
     }
+
+
+def test_public_url_grants_everyone_and_a_redeploy_without_it_takes_that_back(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A browser does not sign: --public-url makes the URL AuthType NONE with the two grants
+    AWS requires since October 2025 (lambda:InvokeFunctionUrl for AuthType NONE, and
+    lambda:InvokeFunction via the URL)."""
+    added = requests_of(monkeypatch, "AddPermission")
+    deploy(Aws(region=REGION), options(function_url=True, public_url=True))
+    lam = boto3.client("lambda", region_name=REGION)
+    url = lam.get_function_url_config(FunctionName="dogbreed-client", Qualifier="live")
+    assert url["AuthType"] == "NONE"
+    assert sorted((a["StatementId"], a["Action"], a["Principal"]) for a in added) == [
+        ("dogbreed-public-url", "lambda:InvokeFunctionUrl", "*"),
+        ("dogbreed-public-url-invoke", "lambda:InvokeFunction", "*"),
+    ]
+    assert {a.get("FunctionUrlAuthType") for a in added} == {"NONE", None}
+    invoke = [a for a in added if a["Action"] == "lambda:InvokeFunction"]
+    assert [a.get("InvokedViaFunctionUrl") for a in invoke] == [True]
+    assert {a["Qualifier"] for a in added} == {"live"}
+    policy = json.loads(lam.get_policy(FunctionName="dogbreed-client", Qualifier="live")["Policy"])
+    assert {s["Sid"] for s in policy["Statement"]} >= {
+        "dogbreed-public-url",
+        "dogbreed-public-url-invoke",
+    }
+    deploy(Aws(region=REGION), options(function_url=True))  # again, not public
+    url = lam.get_function_url_config(FunctionName="dogbreed-client", Qualifier="live")
+    assert url["AuthType"] == "AWS_IAM"
+    try:
+        policy = json.loads(
+            lam.get_policy(FunctionName="dogbreed-client", Qualifier="live")["Policy"]
+        )
+    except lam.exceptions.ResourceNotFoundException:  # no statement left: no policy
+        policy = {"Statement": []}
+    assert not {s["Sid"] for s in policy["Statement"]} & set(PUBLIC_URL_GRANTS)
+
+
+def test_public_url_needs_function_url() -> None:
+    with pytest.raises(UsageError, match="--public-url goes with --function-url"):
+        options(public_url=True).check()
 
 
 def test_deployer_policy_covers_every_call_deploy_makes(

@@ -88,11 +88,14 @@ class DeployOptions:
     reserved_concurrency: int | None = 2
     provisioned_concurrency: int | None = None
     function_url: bool = False
+    public_url: bool = False
     cors_allow_origin: str = ""
     application_log_level: str = "INFO"
     log_retention_days: int = 30
 
     def check(self) -> None:
+        if self.public_url and not self.function_url:
+            raise UsageError("--public-url goes with --function-url")
         if not FUNCTION_NAME.match(self.function_name):
             raise UsageError(
                 f"invalid function name {self.function_name!r}: letters, digits, - and _, "
@@ -371,7 +374,8 @@ def ensure_function_url(lam: Any, opts: DeployOptions, dry_run: bool) -> str:
     params: dict[str, Any] = {
         "FunctionName": opts.function_name,
         "Qualifier": opts.alias,
-        "AuthType": "AWS_IAM",  # callers sign with SigV4; never a public URL
+        # AWS_IAM: callers sign with SigV4. NONE (--public-url): anyone, e.g. a browser.
+        "AuthType": "NONE" if opts.public_url else "AWS_IAM",
     }
     origins = comma_list(opts.cors_allow_origin)
     if origins:
@@ -398,7 +402,36 @@ def ensure_function_url(lam: Any, opts: DeployOptions, dry_run: bool) -> str:
         answer = lam.create_function_url_config(**params)
     else:
         answer = lam.update_function_url_config(**params)
+    if opts.public_url or (existing or {}).get("AuthType") == "NONE":
+        set_public_access(lam, opts, opts.public_url)
     return answer.get("FunctionUrl", "")
+
+
+# A URL with AuthType NONE admits only what the function's resource policy allows; since
+# October 2025 a new URL needs both grants (AWS Lambda guide, "Control access to function URLs").
+PUBLIC_URL_GRANTS = {
+    "dogbreed-public-url": {"Action": "lambda:InvokeFunctionUrl", "FunctionUrlAuthType": "NONE"},
+    "dogbreed-public-url-invoke": {
+        "Action": "lambda:InvokeFunction",
+        "InvokedViaFunctionUrl": True,
+    },
+}
+
+
+def set_public_access(lam: Any, opts: DeployOptions, public: bool) -> None:
+    """Grant everyone the call through the alias's URL, or take the grants back (a redeploy
+    without --public-url). Both are idempotent: a grant already there, or one already gone, is
+    what was wanted."""
+    for statement_id, grant in PUBLIC_URL_GRANTS.items():
+        target = {"FunctionName": opts.function_name, "Qualifier": opts.alias}
+        try:
+            if public:
+                lam.add_permission(**target, StatementId=statement_id, Principal="*", **grant)
+            else:
+                lam.remove_permission(**target, StatementId=statement_id)
+        except Exception as exc:
+            if _error_code(exc) not in ("ResourceConflictException", "ResourceNotFoundException"):
+                raise
 
 
 def set_log_retention(logs: Any, opts: DeployOptions) -> None:
@@ -519,6 +552,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--function-url",
         action="store_true",
         help="create a Function URL on the alias with AWS_IAM auth",
+    )
+    dep.add_argument(
+        "--public-url",
+        action="store_true",
+        help="with --function-url: auth NONE and a resource policy letting anyone call the URL "
+        "(a browser can open the page); a redeploy without it takes that back",
     )
     dep.add_argument(
         "--cors-allow-origin",
