@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "tune": ("dogbreed.tune.cli", "hyperparameter search with Optuna on this machine"),
     "sagemaker": ("dogbreed.aws.cli", "train, tune, deploy, invoke, autoscale, delete on AWS"),
-    "loadtest": ("dogbreed.aws.loadtest", "measure one serving container's sustainable req/s"),
+    "loadtest": ("dogbreed.serve.loadtest", "measure one serving container's sustainable req/s"),
     "lambda": ("dogbreed.aws.lambda_deploy", "package and deploy the Lambda client"),
 }
 # Actions that a higher package supplies to a lower package's command, so that the lower one

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from aws_fake_container import running_container, write_jpeg
 
-from dogbreed.aws.loadtest import autoscaling_target, percentile
 from dogbreed.cli import main
+from dogbreed.serve.loadtest import autoscaling_target, percentile
 
 
 @pytest.fixture()
