@@ -25,9 +25,9 @@ ACTIONS: dict[str, tuple[str, str, str, str]] = {
         "create or blue/green-update a real-time endpoint",
     ),
     "invoke": (
-        "dogbreed.aws.endpoint",
-        "add_invoke_arguments",
-        "invoke_main",
+        "dogbreed.aws.invoke",
+        "add_arguments",
+        "main",
         "send an image to an endpoint, print the top-k breeds",
     ),
     "autoscale": (
@@ -43,9 +43,9 @@ ACTIONS: dict[str, tuple[str, str, str, str]] = {
         "score images in S3 with a Batch Transform job",
     ),
     "delete": (
-        "dogbreed.aws.endpoint",
-        "add_delete_arguments",
-        "delete_main",
+        "dogbreed.aws.delete",
+        "add_arguments",
+        "main",
         "delete an endpoint with its configs, models and scaling",
     ),
 }

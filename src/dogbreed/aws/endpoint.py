@@ -1,5 +1,5 @@
-"""`dogbreed sagemaker deploy|invoke|delete`: a real-time or serverless endpoint for the serving
-image.
+"""`dogbreed sagemaker deploy`: a real-time or serverless endpoint for the serving image
+(`invoke` and `delete` are aws/invoke.py and aws/delete.py).
 
 deploy: a new model and endpoint config (named `<endpoint>-<UTC time>`, tagged
 `dogbreed:endpoint=<endpoint>`), then `create_endpoint`, or, when the endpoint exists,
@@ -7,17 +7,14 @@ deploy: a new model and endpoint config (named `<endpoint>-<UTC time>`, tagged
 `--create-alarms` makes them) that keeps the running instance count and weight
 (`RetainAllVariantProperties`) unless `--instance-count` changes the count on purpose. Nothing
 in use is deleted. An autoscaled variant whose instance type changes is deregistered, updated
-and registered again with its policies. `delete` removes the endpoint, its scaling target, its
-alarms and every config and model carrying the tag.
+and registered again with its policies.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dogbreed.aws import alarms, autoscale
@@ -43,8 +40,6 @@ from dogbreed.aws.common import (
 
 log = logging.getLogger(__name__)
 
-# SageMaker real-time endpoints take request bodies up to 6 MB.
-MAX_BODY = 6 * 1024 * 1024
 ROUTING = ("ALL_AT_ONCE", "CANARY", "LINEAR")
 # AWS's limits, in % of the new fleet: a canary at most half of it, linear steps 10-50%.
 TRAFFIC_PERCENT = {"CANARY": (1, 50), "LINEAR": (10, 50)}
@@ -170,18 +165,6 @@ def add_update_arguments(update: argparse._ArgumentGroup) -> None:
         metavar="ALARM",
         help="CloudWatch alarm that rolls the update back (repeatable)",
     )
-
-
-def add_invoke_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint-name", required=True)
-    parser.add_argument("--image", required=True, type=Path, help="image file to classify")
-    parser.add_argument("--top-k", type=int, help="how many breeds to return (server default 5)")
-    add_aws_arguments(parser)
-
-
-def add_delete_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint-name", required=True)
-    add_aws_arguments(parser)
 
 
 def model_environment(args: argparse.Namespace, serverless: bool) -> dict[str, str]:
@@ -636,96 +619,3 @@ def deploy_main(args: argparse.Namespace) -> int:
     done = deploy(aws, args)
     emit(args, aws, deploy_document(done), deploy_lines(done))
     return 0 if aws.dry_run or deployed(done) else 1
-
-
-@aws_command
-def invoke_main(args: argparse.Namespace) -> int:
-    path: Path = args.image
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
-    body = path.read_bytes()
-    if len(body) > MAX_BODY:
-        raise UsageError(
-            f"{path} is {len(body)} bytes: SageMaker endpoints take at most {MAX_BODY}"
-        )
-    if args.top_k is not None and args.top_k < 1:
-        raise UsageError("--top-k must be at least 1")
-    params: dict[str, Any] = {
-        "EndpointName": args.endpoint_name,
-        "Body": body,
-        # The serving stack decodes the bytes itself, whatever the image format.
-        "ContentType": "application/x-image",
-        "Accept": "application/json",
-    }
-    if args.top_k is not None:
-        params["CustomAttributes"] = f"top_k={args.top_k}"
-    aws = aws_from_args(args)
-    response = aws.client("sagemaker-runtime").invoke_endpoint(**params)
-    answer = None
-    if not aws.dry_run:
-        text = response["Body"].read().decode("utf-8", errors="replace")
-        try:
-            answer = json.loads(text)
-        except json.JSONDecodeError:
-            raise AwsError(
-                f"the endpoint answered something other than JSON: {text[:200]!r}"
-            ) from None
-    document = {"endpoint": args.endpoint_name, "image": str(path), "result": answer}
-    emit(args, aws, document, [json.dumps(answer, indent=2)])
-    return 0
-
-
-def tagged(sm: Any, kind: str, endpoint: str) -> list[str]:
-    """Names of the models or endpoint configs that `deploy` created for `endpoint`."""
-    list_call, key, name_key = {
-        "model": ("list_models", "Models", "ModelName"),
-        "config": ("list_endpoint_configs", "EndpointConfigs", "EndpointConfigName"),
-    }[kind]
-    arn_key = "ModelArn" if kind == "model" else "EndpointConfigArn"
-    names = []
-    # deploy's names are unique_name(endpoint): the endpoint name, maybe cut, then a timestamp.
-    prefix = unique_name(endpoint).rsplit("-", 3)[0]
-    for page in sm.get_paginator(list_call).paginate(NameContains=prefix):
-        for item in page.get(key, []):
-            tags = sm.list_tags(ResourceArn=item[arn_key]).get("Tags", [])
-            if {"Key": TAG_KEY, "Value": endpoint} in tags:
-                names.append(item[name_key])
-    return names
-
-
-def delete(aws: Aws, endpoint: str) -> list[str]:
-    """Remove scaling, endpoint, alarms, configs and models of `endpoint`; what was removed."""
-    sm = aws.client("sagemaker")
-    aas = aws.client("application-autoscaling")
-    removed = []
-    existing = describe_endpoint(sm, endpoint)
-    if existing:
-        for variant in existing.get("ProductionVariants", []):
-            rid = autoscale.resource_id(endpoint, variant["VariantName"])
-            scaling = autoscale.current(aas, rid)
-            if scaling:
-                autoscale.remove(aas, rid, scaling)
-                removed.append(f"scalable target {rid}")
-        sm.delete_endpoint(EndpointName=endpoint)
-        removed.append(f"endpoint {endpoint}")
-    # Alarms outlive the endpoint otherwise (and cost money); only those `deploy` made.
-    removed += [
-        f"alarm {name}" for name in alarms.delete_alarms(aws.client("cloudwatch"), endpoint)
-    ]
-    # The endpoint is gone (or going), so none of its configs is in use any more.
-    for name in tagged(sm, "config", endpoint):
-        sm.delete_endpoint_config(EndpointConfigName=name)
-        removed.append(f"endpoint config {name}")
-    for name in tagged(sm, "model", endpoint):
-        sm.delete_model(ModelName=name)
-        removed.append(f"model {name}")
-    return removed
-
-
-@aws_command
-def delete_main(args: argparse.Namespace) -> int:
-    aws = aws_from_args(args)
-    removed = delete(aws, check_name(args.endpoint_name, "endpoint name"))
-    lines = [f"deleted {what}" for what in removed] or ["nothing to delete"]
-    emit(args, aws, {"endpoint": args.endpoint_name, "deleted": removed}, lines)
-    return 0
