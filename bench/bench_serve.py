@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from serving import running_server  # noqa: E402
 
 from dogbreed import hostcpu  # noqa: E402
+from dogbreed.data.presets import eval_resize_size  # noqa: E402
 from dogbreed.hostcpu import available_cpus  # noqa: E402
 from dogbreed.model import artifact, precision  # noqa: E402
 from dogbreed.serve.backends import cpu_backend  # noqa: E402
@@ -69,7 +70,7 @@ def make_model(directory: Path, arch: str, classes: int, image_size: int) -> Pat
     """A randomly initialised network in the model directory format (speed needs no training)."""
     from dogbreed.model.build import build_model
 
-    meta = artifact.ModelMetadata(arch, classes, image_size, artifact.eval_resize_size(image_size))
+    meta = artifact.ModelMetadata(arch, classes, image_size, eval_resize_size(image_size))
     names = [f"breed_{i:03d}" for i in range(classes)]
     return artifact.save_model_dir(directory, build_model(arch, classes), names, meta)
 

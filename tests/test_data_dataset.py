@@ -16,8 +16,8 @@ from torchvision.transforms import v2
 from dogbreed.data.dataset import ImageDataset, build_datasets, check_headers
 from dogbreed.data.images import open_rgb
 from dogbreed.data.layout import DataError, find_splits
+from dogbreed.data.presets import IMAGENET_MEAN, IMAGENET_STD, eval_resize_size
 from dogbreed.data.transforms import eval_transform, train_transform
-from dogbreed.model.artifact import IMAGENET_MEAN, IMAGENET_STD, eval_resize_size
 
 
 @pytest.fixture()

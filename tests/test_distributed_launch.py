@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from loopback_http import free_port
 
+from dogbreed.config import base_dir
 from dogbreed.train import launch
-from dogbreed.train.environment import TrainingEnv, base_dir, training_env
+from dogbreed.train.environment import TrainingEnv, training_env
 from dogbreed.train.launch import LaunchError, LaunchOptions, LaunchPlan
 
 
@@ -282,7 +283,8 @@ def test_a_child_killed_by_a_signal_reports_128_plus_n() -> None:
 FAKE_HOST = textwrap.dedent(
     """
     import sys
-    from dogbreed.train.environment import base_dir, training_env
+    from dogbreed.config import base_dir
+    from dogbreed.train.environment import training_env
     from dogbreed.train.launch import maybe_launch
 
     sys.exit(maybe_launch(training_env(base_dir()), sys.argv[1:], module="fakeworker"))

@@ -10,6 +10,7 @@ import onnxruntime
 import pytest
 import torch
 
+from dogbreed.data.presets import eval_resize_size
 from dogbreed.model import artifact
 from dogbreed.model.build import build_model
 
@@ -25,7 +26,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Modu
         architecture="resnet18",
         num_classes=3,
         image_size=64,
-        resize_size=artifact.eval_resize_size(64),
+        resize_size=eval_resize_size(64),
         metrics={"test_acc": 0.5},
         versions={"torch": torch.__version__},
     )
@@ -95,7 +96,7 @@ def test_validation_images_make_the_export_record_the_agreement_gate(
         images.append(path)
     out = tmp_path / "model"
     _, model = saved
-    meta = artifact.ModelMetadata("resnet18", 3, 64, artifact.eval_resize_size(64))
+    meta = artifact.ModelMetadata("resnet18", 3, 64, eval_resize_size(64))
     artifact.save_model_dir(out, model, CLASSES, meta, validation=images)
     record = artifact.read_metadata(out).precisions["bf16"]
     if record["measured"]:

@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from dogbreed.data.images import is_image_file, open_rgb
+from dogbreed.data.presets import IMAGENET_STD, eval_resize_size
 from dogbreed.data.transforms import eval_transform
-from dogbreed.model.artifact import IMAGENET_STD, ModelMetadata, eval_resize_size, read_metadata
+from dogbreed.model.artifact import ModelMetadata, read_metadata
 from dogbreed.serve.errors import InvalidImage
 from dogbreed.serve.predictor import Predictor
 from dogbreed.serve.preprocess import Preprocessor

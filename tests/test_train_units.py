@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch.utils.data import RandomSampler
 
+from dogbreed import config
 from dogbreed.config import ConfigError, TrainConfig
 from dogbreed.data.sample import generate_sample
 from dogbreed.train import checkpoint, distributed, environment, report
@@ -63,10 +64,10 @@ def test_sagemaker_defaults_under_the_base_dir(tmp_path: Path) -> None:
 
 
 def test_base_dir_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert environment.base_dir() == Path("/opt/ml")
+    assert config.base_dir() == Path("/opt/ml")
     monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
-    assert environment.base_dir() == tmp_path
-    assert environment.base_dir(tmp_path / "x") == tmp_path / "x"  # --base-dir wins
+    assert config.base_dir() == tmp_path
+    assert config.base_dir(tmp_path / "x") == tmp_path / "x"  # --base-dir wins
 
 
 def test_separate_channels_and_the_validation_alias(tmp_path: Path) -> None:

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# eval_resize_size: callers (training, tests) name it artifact.eval_resize_size too.
-from dogbreed.data.presets import IMAGENET_MEAN, IMAGENET_STD, eval_resize_size  # noqa: F401
+from dogbreed.data.presets import IMAGENET_MEAN, IMAGENET_STD
 from dogbreed.model.files import write_file, write_text
 
 FORMAT_VERSION = 1

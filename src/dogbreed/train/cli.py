@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dogbreed.config import ConfigError, TrainConfig, add_config_arguments
+from dogbreed.config import ConfigError, TrainConfig, add_config_arguments, base_dir
 from dogbreed.train import launch
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
     from dogbreed.model.build import ModelError
     from dogbreed.train import environment
 
-    base = environment.base_dir(args.base_dir)
+    base = base_dir(args.base_dir)
     output_dir = Path(args.output_dir) if args.output_dir else base / "output"
     sync = None
     try:

@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dogbreed.config import (  # noqa: F401 (base_dir: train.cli and tests use it from here)
+from dogbreed.config import (
     ConfigError,
     TrainConfig,
-    base_dir,
     canonical_name,
     config_from_hyperparameters,
 )

@@ -39,6 +39,7 @@ from dogbreed import hostcpu
 from dogbreed.config import ConfigError, TrainConfig
 from dogbreed.data.dataset import ImageDataset, build_datasets
 from dogbreed.data.layout import DataError, find_channel_splits
+from dogbreed.data.presets import eval_resize_size
 from dogbreed.model import artifact
 from dogbreed.model.build import build_model, trainable_parameters
 from dogbreed.train import checkpoint, distributed
@@ -668,7 +669,7 @@ def _write_outputs(
         architecture=cfg.backbone,
         num_classes=len(job.classes),
         image_size=cfg.image_size,
-        resize_size=artifact.eval_resize_size(cfg.image_size),
+        resize_size=eval_resize_size(cfg.image_size),
         metrics={**final, "best_epoch": state.best_epoch},
         hyperparameters=asdict(cfg),
         versions=_versions(),
