@@ -99,8 +99,10 @@ def ensure_signal_stack(size: int = SIGNAL_STACK_BYTES) -> None:
     signal frame carries 8 KB of tile state, so two nested signals overflow those 20 KB: the
     process dies of SIGSEGV or corrupts its heap (tests/test_train_hardware.py shows it).
     A thread without one needs nothing: its signals run on its own stack."""
-    current = signal_stack_size()
-    if current is None or current >= size or _sigaltstack(None).ss_flags & _SS_ONSTACK:
+    if not sys.platform.startswith("linux"):
+        return
+    current = _sigaltstack(None)
+    if not current.ss_sp or current.ss_size >= size or current.ss_flags & _SS_ONSTACK:
         return
     memory = ctypes.create_string_buffer(size)
     _sigaltstack(_SignalStack(ctypes.addressof(memory), 0, size))
