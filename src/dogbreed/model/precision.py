@@ -88,10 +88,10 @@ def compare(fp32_logits: np.ndarray, reduced_logits: np.ndarray) -> dict[str, An
 
 def gate_in_subprocess(model_dir: Path, images: Sequence[Path]) -> None:
     """The gate (serve.precision_gate) in a child process, as training's last step: the
-    serving runtimes (OpenVINO's TBB threads, ONNX Runtime) never share a process with
-    torch's OpenMP runtime, which crashed a later thread of the process that had loaded both.
-    The model is already written: a gate that cannot run leaves it fp32-only (a warning), it
-    does not fail the job."""
+    serving runtimes (OpenVINO's TBB threads and its small signal stack on the compiling
+    thread, see hostcpu.ensure_signal_stack; ONNX Runtime's pool) stay out of the training
+    process. The model is already written: a gate that cannot run leaves it fp32-only (a
+    warning), it does not fail the job."""
     listing = "".join(f"{path}\n" for path in images)
     command = [sys.executable, "-m", GATE_MODULE, str(model_dir)]
     try:
