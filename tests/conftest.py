@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from loopback_http import running_moto_server
 
 from dogbreed import hostcpu
 
@@ -87,17 +87,8 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture()
 def moto_server(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A real moto HTTP server on loopback; boto3 and the AWS CLI reach it via AWS_ENDPOINT_URL."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    # moto keeps its state per process, not per server: start every test from empty.
-    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
-    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-    try:
+    """A real moto HTTP server on loopback, empty for every test; boto3 and the AWS CLI reach it
+    via AWS_ENDPOINT_URL."""
+    with running_moto_server() as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
         yield url
-    finally:
-        server.stop()

@@ -1,10 +1,11 @@
-"""The base of the tests' small stand-in HTTP servers (fake container, SageMaker runtime), and
-`free_port` (tests and bench/ use this one)."""
+"""The base of the tests' small stand-in HTTP servers (fake container, SageMaker runtime),
+`free_port` (tests and bench/ use this one) and a real moto server on loopback."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +19,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_moto_server() -> Iterator[str]:
+    """A real moto HTTP server on 127.0.0.1, emptied first; its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    try:
+        # moto keeps its state per process, not per server: start from empty.
+        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
+        yield url
+    finally:
+        server.stop()
 
 
 class LoopbackServer(ThreadingHTTPServer):

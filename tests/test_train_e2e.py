@@ -15,6 +15,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from loopback_http import running_moto_server
 
 from dogbreed.data.layout import find_splits
 from dogbreed.train.report import METRIC_DEFINITIONS, parse_metric_lines
@@ -90,18 +91,12 @@ class Run:
 @pytest.fixture(scope="module")
 def sagemaker_run(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """One job, with the toolkit's intermediate sync to an S3 on loopback (a moto server)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
     aws = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
     }
-    try:
+    with running_moto_server() as url:
         s3 = boto3.client(
             "s3",
             endpoint_url=url,
@@ -119,8 +114,6 @@ def sagemaker_run(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -
             o["Key"]: s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read() for o in listed
         }
         yield Run(base, proc, uploaded)
-    finally:
-        server.stop()
 
 
 def test_job_succeeds_and_model_dir_holds_exactly_the_contract(
