@@ -25,14 +25,25 @@ build() {
   shift 2
   echo "== building $image from $dockerfile on $base"
   local start=$SECONDS
+  local args=(--network host -f "$dockerfile"
+    --build-arg BASE_IMAGE="$base"
+    --build-arg PIP_INDEX="${PIP_INDEX:-}"
+    --build-arg PIP_EXTRA_INDEX="${PIP_EXTRA_INDEX:-}"
+    "$@")
   # --network host: pip inside the build uses the host's network path (proxy, local mirror).
-  docker build --network host -f "$dockerfile" -t "$image" \
-    --build-arg BASE_IMAGE="$base" \
-    --build-arg PIP_INDEX="${PIP_INDEX:-}" \
-    --build-arg PIP_EXTRA_INDEX="${PIP_EXTRA_INDEX:-}" \
-    "$@" .
+  # The build stage (the venv, GBs) gets a tag of its own, IMAGE-build:TAG: tagged, it stays
+  # the cache of the next build when prune_old_stages removes what earlier builds left.
+  docker build "${args[@]}" --target build -t "${image%:*}-build:${image##*:}" .
+  docker build "${args[@]}" -t "$image" .
   echo "== built $image in $((SECONDS - start)) s: $(docker image inspect -f '{{.Size}}' "$image" \
     | awk '{printf "%.2f GB", $1 / 1e9}')"
+}
+
+# Every rebuild leaves the previous images of each stage untagged, and a requirements change
+# leaves a whole old venv (~6 GB for train): remove the untagged ones our Dockerfiles made
+# (their stages carry the org.dogbreed.stage label). Images in use by a container stay.
+prune_old_stages() {
+  docker image prune --force --filter label=org.dogbreed.stage | tail -n 1
 }
 
 for target in "${targets[@]}"; do
@@ -48,3 +59,4 @@ for target in "${targets[@]}"; do
     *) echo "unknown image: $target (train, serve, serve-gpu)" >&2; exit 2 ;;
   esac
 done
+prune_old_stages

@@ -21,7 +21,7 @@ from sdk_local import ROLE, SERVE_IMAGE, TINY_JOB, TRAIN_IMAGE, v2_local_session
 
 
 def main(data_dir: Path, work: Path, jpeg: Path | None) -> int:
-    session = v2_local_session()
+    session = v2_local_session(work)
     from sagemaker.estimator import Estimator
     from sagemaker.model import Model
 

@@ -20,7 +20,7 @@ from sdk_local import ROLE, TRAIN_IMAGE, v2_local_session
 
 
 def main(source_dir: Path, entry_point: str, hosts: int, work: Path) -> int:
-    session = v2_local_session()
+    session = v2_local_session(work)
     from sagemaker.pytorch import PyTorch
 
     data = work / "data"

@@ -4,6 +4,7 @@ image names, the tiny built-in job they train, and an SDK without an AWS account
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 TRAIN_IMAGE = os.environ.get("DOGBREED_TRAIN_IMAGE", "dogbreed-train:latest")
@@ -32,11 +33,14 @@ def without_an_account() -> None:
         os.environ.setdefault(key, value)
 
 
-def v2_local_session() -> Any:
-    """SDK v2's LocalSession, with file:// code and data (no S3)."""
+def v2_local_session(work: Path) -> Any:
+    """SDK v2's LocalSession, with file:// code and data (no S3) and its scratch folders under
+    `work`: by default each job and endpoint leaves one in /tmp (the model, the compose file)."""
     without_an_account()
     from sagemaker.local import LocalSession
 
+    container_root = work / "sdk-scratch"
+    container_root.mkdir(parents=True, exist_ok=True)
     session = LocalSession()
-    session.config = {"local": {"local_code": True}}
+    session.config = {"local": {"local_code": True, "container_root": str(container_root)}}
     return session

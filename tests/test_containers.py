@@ -73,16 +73,23 @@ def images() -> None:
     ]
     if not missing:
         return
+    build_images(*missing)
+
+
+def build_images(*targets: str) -> subprocess.CompletedProcess:
+    """scripts/build_images.sh on the base setup.sh uses (offline when Docker Hub is not here)."""
     env = dict(os.environ)
     if "BASE_IMAGE" not in env and not image_exists("python:3.11-slim-bookworm"):
         subprocess.run([str(REPO / "scripts/build_base_image.sh")], check=True, timeout=900)
         env["BASE_IMAGE"] = OFFLINE_BASE
-    subprocess.run(
-        [str(REPO / "scripts/build_images.sh"), *missing],
+    return subprocess.run(
+        [str(REPO / "scripts/build_images.sh"), *targets],
         check=True,
         timeout=2400,
         env=env,
         cwd=REPO,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -345,6 +352,35 @@ def test_serve_image_starts_as_root_is_small_and_labelled(images: None) -> None:
     result = docker("run", "--rm", "--network", "none", SERVE_IMAGE, "python", "-c", "import torch",
                     check=False)  # fmt: skip
     assert result.returncode != 0 and "No module named 'torch'" in result.stderr
+
+
+@pytest.mark.docker
+def test_a_rebuild_removes_the_untagged_images_earlier_builds_left(
+    images: None, tmp_path: Path
+) -> None:
+    # What a rebuild after a code or requirements change leaves: an untagged image carrying
+    # our stage label (made here from two builds of one tag, as a rebuild makes it).
+    tag = f"dogbreed-test-leftover:{uuid.uuid4().hex[:8]}"
+    ids = []
+    for content in ("first", "second"):
+        (tmp_path / "Dockerfile").write_text(
+            f"FROM {SERVE_IMAGE}\nLABEL org.dogbreed.stage=test dogbreed.test={content}\n"
+        )
+        docker("build", "-q", "-t", tag, str(tmp_path))
+        ids.append(docker("image", "inspect", "-f", "{{.Id}}", tag).stdout.strip())
+    assert ids[0] != ids[1]
+    try:
+        build_images("serve")
+        assert not image_exists(ids[0]), "the untagged leftover of an earlier build is still here"
+        # ...and what the next build needs stays: the image, its tagged build stage (the venv).
+        assert image_exists(SERVE_IMAGE) and image_exists(ids[1])
+        name, _, image_tag = SERVE_IMAGE.rpartition(":")
+        assert image_exists(f"{name}-build:{image_tag}")
+        dangling = docker("images", "-q", "--filter", "dangling=true",
+                          "--filter", "label=org.dogbreed.stage").stdout.split()  # fmt: skip
+        assert dangling == []
+    finally:
+        docker("rmi", "-f", tag, ids[0], check=False)
 
 
 def test_dockerfiles_pass_hadolint() -> None:
