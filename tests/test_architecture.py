@@ -7,8 +7,9 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
-# dogbreed.config and dogbreed.hostcpu are shared facts: the lowest layer.
+# dogbreed.settings, dogbreed.config and dogbreed.hostcpu are shared facts: the lowest layer.
 LAYERS = {
+    "settings": 0,
     "config": 0,
     "hostcpu": 0,
     "data": 1,

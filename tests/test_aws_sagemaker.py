@@ -232,8 +232,13 @@ def test_deploy_creates_model_config_endpoint(
 def test_deploy_rejects_bad_server_environment(
     aws_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([*deploy_argv("dogs", "--workers", "0"), "--dry-run"]) == 2
-    assert "model server environment: workers must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse's usage error, before any AWS call
+        main([*deploy_argv("dogs", "--workers", "0"), "--dry-run"])
+    assert exited.value.code == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    env = ["--env", "DOGBREED_MAX_BUFFERED_MB=1", "--dry-run"]  # below the 6 MB payload limit
+    assert main([*deploy_argv("dogs"), *env]) == 2
+    assert "model server environment: DOGBREED_MAX_BUFFERED_MB (1)" in capsys.readouterr().err
 
 
 def test_redeploy_is_blue_green_and_keeps_autoscaling(

@@ -118,7 +118,7 @@ def test_environment_variables_and_flag_precedence() -> None:
         ("--nodes 2 --node-rank 2 --master-addr h".split(), {}, r"--node-rank must be in 0\.\.1"),
         ("--nodes 0".split(), {}, r"--nodes must be >= 1"),
         ("--nodes 2 --node-rank 1".split(), {}, r"needs --master-addr"),
-        ([], {"DOGBREED_NODES": "two"}, r"--nodes / DOGBREED_NODES must be a number, got 'two'"),
+        ([], {"DOGBREED_NODES": "two"}, r"DOGBREED_NODES: not a number: 'two'"),
         ("--master-port 70000".split(), {}, r"master port must be in 1\.\.65535"),
     ],
 )

@@ -18,7 +18,8 @@ from dogbreed import hostcpu
 from dogbreed.model import artifact, precision
 from dogbreed.serve import precision_gate
 from dogbreed.serve.backends import choose_cpu_precision, describe_precision
-from dogbreed.serve.settings import ServeSettings, SettingsError
+from dogbreed.serve.settings import ServeSettings
+from dogbreed.settings import SettingError
 
 # /proc/cpuinfo as three real machines show it (flags shortened to the ones that matter).
 XEON_AMX = "model name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_int8 amx_tile\n"  # noqa: E501
@@ -128,7 +129,7 @@ def test_the_setting_forces_a_precision(cpuinfo, caplog: pytest.LogCaptureFixtur
         choose_cpu_precision("bf16", meta_with(PASSED), cpuinfo(EPYC_AVX2))
     with pytest.raises(artifact.ArtifactError, match="torch backend on a GPU"):
         choose_cpu_precision("fp16", meta_with(PASSED), amx)
-    with pytest.raises(SettingsError, match="precision must be one of"):
+    with pytest.raises(SettingError, match="DOGBREED_PRECISION must be one of"):
         ServeSettings.from_env({"DOGBREED_PRECISION": "int4"})
 
 

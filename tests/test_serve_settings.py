@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from dogbreed.serve.settings import ServeSettings, SettingsError
+from dogbreed.serve.settings import ServeSettings
+from dogbreed.settings import SettingError
 
 
 def test_the_toolkit_variables_come_through_sagemaker_inference() -> None:
@@ -55,7 +56,7 @@ def test_the_response_timeout_in_either_unit(environ: dict[str, str], seconds: i
     [{"SAGEMAKER_MODEL_SERVER_WORKERS": "two"}, {"SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "1m"}],
 )
 def test_a_non_number_is_a_settings_error(environ: dict[str, str]) -> None:
-    with pytest.raises(SettingsError, match="must be an integer"):
+    with pytest.raises(SettingError, match="must be an integer"):
         ServeSettings.from_env(environ)
 
 

@@ -169,12 +169,8 @@ def add_update_arguments(update: argparse._ArgumentGroup) -> None:
 
 def model_environment(args: argparse.Namespace, serverless: bool) -> dict[str, str]:
     """Container environment, checked with the serving image's own settings parser."""
-    from dogbreed.serve.settings import (
-        ENV_NAMES,
-        ServeSettings,
-        SettingsError,
-        server_flag_values,
-    )
+    from dogbreed.serve.settings import ENV_NAMES, ServeSettings, server_flag_values
+    from dogbreed.settings import SettingError
 
     env = dict(SERVERLESS_SERVER_DEFAULTS) if serverless else {}
     env.update({ENV_NAMES[f]: str(value) for f, value in server_flag_values(args).items()})
@@ -182,7 +178,7 @@ def model_environment(args: argparse.Namespace, serverless: bool) -> dict[str, s
     env.update(parse_pairs(args.env, "--env"))
     try:
         settings = ServeSettings.from_env(env)
-    except SettingsError as exc:
+    except SettingError as exc:
         raise UsageError(f"model server environment: {exc}") from None
     if serverless and settings.backend == "torch":
         raise UsageError("serverless endpoints have no GPU and the CPU serving image no torch")

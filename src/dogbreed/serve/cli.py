@@ -46,13 +46,14 @@ def main(args: argparse.Namespace) -> int:
     from dogbreed.config import base_dir
     from dogbreed.model.artifact import ArtifactError
     from dogbreed.serve import server
-    from dogbreed.serve.settings import ServeSettings, SettingsError, server_flag_values
+    from dogbreed.serve.settings import ServeSettings, server_flag_values
+    from dogbreed.settings import SettingError
 
     try:
         settings = (
             ServeSettings.from_env().replace(port=args.port, **server_flag_values(args)).validated()
         )
-    except SettingsError as exc:
+    except SettingError as exc:
         log.error("bad serving setting: %s", exc)
         return 2
     model = args.model or base_dir() / "model"

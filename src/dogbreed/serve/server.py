@@ -34,7 +34,8 @@ from dogbreed.serve.gateway import Gateway, Health, Limits, execution_parameters
 from dogbreed.serve.mms import HANDLER, HEALTHY, ModelServer, count_gpus
 from dogbreed.serve.predictor import Predictor
 from dogbreed.serve.privileges import drop_privileges, serving_user
-from dogbreed.serve.settings import ServeSettings, SettingsError, resolve_parallelism
+from dogbreed.serve.settings import ServeSettings, resolve_parallelism
+from dogbreed.settings import SettingError
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def serve(
         mms.register(deadline)
         log.info("ready in %.1f s", time.monotonic() - started)
         return _monitor(mms, health, stop)
-    except (ArtifactError, ServeFailure, SettingsError, OSError) as exc:
+    except (ArtifactError, ServeFailure, SettingError, OSError) as exc:
         log.error("serve failed: %s", exc)
         return 1
     finally:

@@ -14,100 +14,154 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from dogbreed.data.images import DEFAULT_MAX_PIXELS
+from dogbreed.settings import (
+    SettingError,
+    add_arguments,
+    check_minimums,
+    convert,
+    from_environ,
+    given_flags,
+    setting,
+    spec,
+    specs,
+)
 
 BACKENDS = ("auto", "onnx", "torch")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MB = 1024 * 1024
 
-# env var -> field; every field can be set this way (the CLI flags override them).
-ENV_NAMES: dict[str, str] = {
-    "backend": "DOGBREED_BACKEND",
-    "precision": "DOGBREED_PRECISION",
-    "workers": "SAGEMAKER_MODEL_SERVER_WORKERS",
-    "threads": "DOGBREED_THREADS",
-    "batch_size": "SAGEMAKER_MODEL_SERVER_BATCH_SIZE",
-    "max_batch_delay_ms": "SAGEMAKER_MODEL_SERVER_MAX_BATCH_DELAY",
-    "port": "SAGEMAKER_BIND_TO_PORT",
-    "max_payload_mb": "SAGEMAKER_MAX_PAYLOAD_IN_MB",
-    "startup_timeout_s": "SAGEMAKER_STARTUP_TIMEOUT",
-    "top_k": "DOGBREED_TOP_K",
-    "max_instances": "DOGBREED_MAX_INSTANCES",
-    "max_pixels": "DOGBREED_MAX_PIXELS",
-    "max_connections": "DOGBREED_MAX_CONNECTIONS",
-    "max_in_flight": "DOGBREED_MAX_IN_FLIGHT",
-    "max_buffered_mb": "DOGBREED_MAX_BUFFERED_MB",
-    "read_timeout_s": "DOGBREED_READ_TIMEOUT",
-    "keepalive_timeout_s": "DOGBREED_KEEPALIVE_TIMEOUT",
-    "user": "DOGBREED_SERVE_USER",
-}
 # Variables sagemaker-inference defines: read through it (`_toolkit_values`), never here.
 TOOLKIT_NAMES = (
     "SAGEMAKER_MODEL_SERVER_WORKERS",
     "SAGEMAKER_BIND_TO_PORT",
     "SAGEMAKER_MAX_PAYLOAD_IN_MB",
     "SAGEMAKER_STARTUP_TIMEOUT",
+    "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS",
+    "SAGEMAKER_SAFE_PORT_RANGE",
+    "SAGEMAKER_MODEL_SERVER_VMARGS",
 )
-
-
-# Model-server knobs taken as flags by both `dogbreed serve` and `dogbreed sagemaker deploy`
-# (which passes them to the endpoint's container as the ENV_NAMES variables).
-SERVER_FLAGS: dict[str, str] = {
-    "backend": "onnx (ONNX Runtime) or torch (TorchScript); auto: torch on a CUDA GPU",
-    "precision": "auto: onnx backend bf16 (OpenVINO) on AMX/AVX512-BF16 CPUs when the model's "
-    "agreement gate passed, else fp32; torch backend fp16 on GPU; or force fp32/fp16/bf16",
-    "workers": "MMS worker processes (default: one per 2 CPU cores, one per GPU)",
-    "threads": "intra-op threads per worker (default: cores / workers)",
-    "batch_size": "MMS batching: most requests per forward pass (default 8)",
-    "max_batch_delay_ms": "MMS batching: ms to wait to fill a batch (default 5)",
-    "top_k": "breeds in an answer when the request does not say (default 5)",
-}
-
-
-def add_server_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """One flag per SERVER_FLAGS entry; unset flags stay None (the environment decides)."""
-    choices = {"backend": BACKENDS, "precision": PRECISIONS}
-    for field, help_text in SERVER_FLAGS.items():
-        flag = "--" + field.replace("_", "-")
-        help_text = f"{help_text}; ${ENV_NAMES[field]}"
-        if field in choices:
-            parser.add_argument(flag, choices=choices[field], help=help_text)
-        else:
-            parser.add_argument(flag, type=int, help=help_text)
-
-
-def server_flag_values(args: argparse.Namespace) -> dict[str, object]:
-    """The SERVER_FLAGS that were given on the command line."""
-    return {f: getattr(args, f) for f in SERVER_FLAGS if getattr(args, f, None) is not None}
-
-
-class SettingsError(ValueError):
-    """An environment variable or flag with an unusable value."""
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    backend: str = "auto"  # auto: torch on a CUDA GPU when torch is installed, else onnx
-    precision: str = "auto"  # onnx: bf16 on a fast-bf16 CPU if the gate passed; torch GPU: fp16
-    workers: int | None = None  # MMS worker processes; None: from the CPU/GPU count
-    threads: int | None = None  # intra-op threads per worker; None: cores / workers
-    batch_size: int = 8  # MMS request batching: most requests per forward pass
-    max_batch_delay_ms: int = 5  # how long MMS waits to fill a batch
-    port: int = 8080
-    max_payload_mb: float = 6.0  # SageMaker real-time endpoints cap bodies at 6 MB
-    response_timeout_s: int = 60  # SageMaker's /invocations limit
-    startup_timeout_s: int = 600
-    top_k: int = 5
-    max_instances: int = 32  # images in one JSON request
-    max_pixels: int = DEFAULT_MAX_PIXELS  # declared size above which an image is refused
+    """Every serving knob. Fields with a flag are flags of both `dogbreed serve` and
+    `dogbreed sagemaker deploy` (which passes them to the endpoint's container as variables)."""
+
+    backend: str = setting(
+        "auto",
+        "onnx (ONNX Runtime) or torch (TorchScript); auto: torch on a CUDA GPU",
+        env="DOGBREED_BACKEND",
+        choices=BACKENDS,
+    )
+    precision: str = setting(
+        "auto",
+        "auto: onnx backend bf16 (OpenVINO) on AMX/AVX512-BF16 CPUs when the model's agreement "
+        "gate passed, else fp32; torch backend fp16 on GPU; or force fp32/fp16/bf16",
+        env="DOGBREED_PRECISION",
+        choices=PRECISIONS,
+    )
+    workers: int | None = setting(
+        None,
+        "MMS worker processes (default: one per 2 CPU cores, one per GPU)",
+        env="SAGEMAKER_MODEL_SERVER_WORKERS",
+        minimum=1,
+    )
+    threads: int | None = setting(
+        None,
+        "intra-op threads per worker (default: cores / workers)",
+        env="DOGBREED_THREADS",
+        minimum=1,
+    )
+    batch_size: int = setting(
+        8,
+        "MMS batching: most requests per forward pass",
+        env="SAGEMAKER_MODEL_SERVER_BATCH_SIZE",
+        minimum=1,
+    )
+    max_batch_delay_ms: int = setting(
+        5,
+        "MMS batching: ms to wait to fill a batch",
+        env="SAGEMAKER_MODEL_SERVER_MAX_BATCH_DELAY",
+        minimum=0,
+    )
+    port: int = setting(8080, "public port", env="SAGEMAKER_BIND_TO_PORT", flag=False)
+    # SageMaker real-time endpoints cap bodies at 6 MB.
+    max_payload_mb: float = setting(
+        6.0, "request body limit (MB)", env="SAGEMAKER_MAX_PAYLOAD_IN_MB", flag=False
+    )
+    # SageMaker's /invocations limit; SAGEMAKER_MODEL_SERVER_TIMEOUT (MINUTES, as MMS reads it)
+    # is read too, the _SECONDS form wins.
+    response_timeout_s: int = setting(
+        60,
+        "per-request timeout (s)",
+        env="SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS",
+        flag=False,
+        minimum=1,
+    )
+    startup_timeout_s: int = setting(
+        600,
+        "seconds for MMS start and model registration",
+        env="SAGEMAKER_STARTUP_TIMEOUT",
+        flag=False,
+        minimum=1,
+    )
+    top_k: int = setting(
+        5, "breeds in an answer when the request does not say", env="DOGBREED_TOP_K", minimum=1
+    )
+    max_instances: int = setting(
+        32, "images in one JSON request", env="DOGBREED_MAX_INSTANCES", flag=False, minimum=1
+    )
+    max_pixels: int = setting(
+        DEFAULT_MAX_PIXELS,
+        "declared image size above which an image is refused (decompression bombs)",
+        env="DOGBREED_MAX_PIXELS",
+        flag=False,
+        minimum=1,
+    )
     # The gateway's bounds (gateway.Limits): what clients can make the front hold.
-    max_connections: int = 1000  # open client connections
-    max_in_flight: int | None = None  # requests at MMS at once; None: 2 x workers x batch size
-    max_buffered_mb: float = 64.0  # request bodies held in memory, all connections together
-    read_timeout_s: float = 20.0  # a request's first byte to its last
-    keepalive_timeout_s: float = 60.0  # idle time between requests on one connection
-    safe_port_range: str | None = None  # "low-high": where MMS's loopback ports may go
-    vmargs: str | None = None  # the frontend's JVM flags; None: mms.default_vmargs
-    user: str = "model-server"  # started as root: serve as this user (privileges.py)
+    max_connections: int = setting(
+        1000, "open client connections", env="DOGBREED_MAX_CONNECTIONS", flag=False, minimum=1
+    )
+    max_in_flight: int | None = setting(
+        None,
+        "requests at MMS at once (default: 2 x workers x batch size)",
+        env="DOGBREED_MAX_IN_FLIGHT",
+        flag=False,
+        minimum=1,
+    )
+    max_buffered_mb: float = setting(
+        64.0,
+        "request bodies held in memory, all connections together (MB)",
+        env="DOGBREED_MAX_BUFFERED_MB",
+        flag=False,
+    )
+    read_timeout_s: float = setting(
+        20.0, "a request's first byte to its last (s)", env="DOGBREED_READ_TIMEOUT", flag=False
+    )
+    keepalive_timeout_s: float = setting(
+        60.0,
+        "idle time between requests on one connection (s)",
+        env="DOGBREED_KEEPALIVE_TIMEOUT",
+        flag=False,
+    )
+    safe_port_range: str | None = setting(
+        None,
+        "low-high: where MMS's loopback ports may go",
+        env="SAGEMAKER_SAFE_PORT_RANGE",
+        flag=False,
+    )
+    vmargs: str | None = setting(
+        None,
+        "the frontend's JVM flags (default: mms.default_vmargs)",
+        env="SAGEMAKER_MODEL_SERVER_VMARGS",
+        flag=False,
+    )
+    user: str = setting(
+        "model-server",
+        "started as root: serve as this user (privileges.py); root keeps root",
+        env="DOGBREED_SERVE_USER",
+        flag=False,
+    )
 
     @property
     def max_payload_bytes(self) -> int:
@@ -123,74 +177,53 @@ class ServeSettings:
 
     def to_env(self) -> dict[str, str]:
         """The resolved values as environment variables, for the MMS workers."""
-        env = {
+        return {
             # "6", not "6.0": sagemaker-inference reads SAGEMAKER_MAX_PAYLOAD_IN_MB as an int.
             name: format(value, "g") if isinstance(value, float) else str(value)
             for key, name in ENV_NAMES.items()
             if (value := getattr(self, key)) is not None
         }
-        env["SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"] = str(self.response_timeout_s)
-        return env
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
         """DOGBREED_* and MMS's batching variables parsed here; the SAGEMAKER_* variables that
         sagemaker-inference defines read through its Environment (names, units, defaults)."""
         environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
-            name = ENV_NAMES.get(f.name, "")
-            raw = environ.get(name, "").strip()
-            if raw and name not in TOOLKIT_NAMES:
-                values[f.name] = _parse(f.name, name, raw, f.type)
+        values = from_environ(cls, environ, skip=TOOLKIT_NAMES)
         values.update(_toolkit_values(environ))
         return cls(**values).validated()
 
     def validated(self) -> ServeSettings:
-        if self.backend not in BACKENDS:
-            raise SettingsError(
-                f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}"
-            )
-        if self.precision not in PRECISIONS:
-            raise SettingsError(
-                f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
-            )
-        for name in (
-            "batch_size",
-            "top_k",
-            "max_instances",
-            "max_pixels",
-            "startup_timeout_s",
-            "max_connections",
-        ):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be at least 1")
-        for name in ("workers", "threads", "max_in_flight"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be at least 1")
-        if self.max_batch_delay_ms < 0 or self.max_payload_mb <= 0 or self.response_timeout_s < 1:
-            raise SettingsError("batch delay, payload limit and timeout must be positive")
+        for name in ("backend", "precision"):
+            convert(spec(ServeSettings, name), getattr(self, name), name)
+        check_minimums(self)
+        if self.max_payload_mb <= 0:
+            raise SettingError("the payload limit must be positive")
         if min(self.read_timeout_s, self.keepalive_timeout_s) <= 0:
-            raise SettingsError("read and keep-alive time-outs must be positive")
+            raise SettingError("read and keep-alive time-outs must be positive")
         if self.max_buffered_mb < self.max_payload_mb:
-            raise SettingsError(
+            raise SettingError(
                 f"DOGBREED_MAX_BUFFERED_MB ({self.max_buffered_mb:g}) must be at least the "
                 f"payload limit ({self.max_payload_mb:g} MB)"
             )
         if not 0 < self.port < 65536:
-            raise SettingsError(f"port {self.port} is out of range")
+            raise SettingError(f"port {self.port} is out of range")
         return self
 
 
-def _parse(field: str, env_name: str, raw: str, kind: object) -> object:
-    try:
-        if "int" in str(kind):
-            return int(raw)
-        if "float" in str(kind):
-            return float(raw)
-    except ValueError:
-        raise SettingsError(f"{env_name}={raw!r}: {field} must be a number") from None
-    return raw.lower()
+# field -> environment variable; every field can be set this way (the CLI flags override them).
+ENV_NAMES: dict[str, str] = {s.name: s.env for s in specs(ServeSettings) if s.env}
+
+
+def add_server_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The model-server flags `dogbreed serve` and `dogbreed sagemaker deploy` share; unset
+    flags stay None (the environment decides)."""
+    add_arguments(parser, ServeSettings)
+
+
+def server_flag_values(args: argparse.Namespace) -> dict[str, object]:
+    """The model-server flags that were given on the command line."""
+    return given_flags(ServeSettings, args)
 
 
 def _toolkit_values(environ: Mapping[str, str]) -> dict[str, object]:
@@ -214,20 +247,14 @@ def _toolkit_values(environ: Mapping[str, str]) -> dict[str, object]:
                 "vmargs": toolkit.vmargs,
             }
         except ValueError as exc:
-            raise SettingsError(f"a SAGEMAKER_* variable must be an integer: {exc}") from None
-    names = {
-        "response_timeout_s": (
-            parameters.MODEL_SERVER_TIMEOUT_ENV,
-            parameters.MODEL_SERVER_TIMEOUT_SECONDS_ENV,
-        ),
-        "safe_port_range": (parameters.SAFE_PORT_RANGE_ENV,),
-        "vmargs": (parameters.MODEL_SERVER_VMARGS,),
-    }
-    return {
-        field: value
-        for field, value in values.items()
-        if any(environ.get(name, "").strip() for name in names.get(field) or (ENV_NAMES[field],))
-    }
+            raise SettingError(f"a SAGEMAKER_* variable must be an integer: {exc}") from None
+    also_read = {"response_timeout_s": parameters.MODEL_SERVER_TIMEOUT_ENV}
+
+    def is_set(field: str) -> bool:
+        names = (ENV_NAMES[field], also_read.get(field, ""))
+        return any(environ.get(name, "").strip() for name in names)
+
+    return {field: value for field, value in values.items() if is_set(field)}
 
 
 @contextlib.contextmanager

@@ -35,6 +35,8 @@ from dataclasses import dataclass, replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from dogbreed.settings import SettingError, add_arguments, from_environ, given_flags, setting
+
 if TYPE_CHECKING:
     from dogbreed.train.environment import TrainingEnv
 
@@ -45,12 +47,6 @@ DEFAULT_DNS_TIMEOUT = 300.0
 # After SIGTERM torchrun waits this long for its workers (finish the step, write a checkpoint)
 # before SIGKILL; below SageMaker's 120 s between SIGTERM and SIGKILL.
 SHUTDOWN_TIMEOUT = 100
-ENV_NODES = "DOGBREED_NODES"
-ENV_NODE_RANK = "DOGBREED_NODE_RANK"
-ENV_MASTER_ADDR = "DOGBREED_MASTER_ADDR"
-ENV_MASTER_PORT = "DOGBREED_MASTER_PORT"
-ENV_NETWORK_INTERFACE = "DOGBREED_NETWORK_INTERFACE"
-ENV_DNS_TIMEOUT = "DOGBREED_DNS_TIMEOUT"
 # Test-only: "algo-1=127.0.0.1,algo-2=127.0.0.1" makes SageMaker host names resolve without
 # touching /etc/hosts, so two "hosts" can run on one machine.
 ENV_HOST_ADDRESSES = "DOGBREED_HOST_ADDRESSES"
@@ -68,51 +64,40 @@ class LaunchError(RuntimeError):
 class LaunchOptions:
     """Explicit topology (EC2); None fields fall back to resourceconfig.json."""
 
-    nodes: int | None = None
-    node_rank: int | None = None
-    master_addr: str | None = None
-    master_port: int = DEFAULT_MASTER_PORT
-    network_interface: str | None = None
-    dns_timeout: float = DEFAULT_DNS_TIMEOUT
+    nodes: int | None = setting(None, "number of hosts in the job", env="DOGBREED_NODES")
+    node_rank: int | None = setting(
+        None, "this host's index, 0 = the master", env="DOGBREED_NODE_RANK"
+    )
+    master_addr: str | None = setting(
+        None, "address of node 0, reachable from every host", env="DOGBREED_MASTER_ADDR"
+    )
+    master_port: int = setting(
+        DEFAULT_MASTER_PORT, "rendezvous port on node 0", env="DOGBREED_MASTER_PORT"
+    )
+    network_interface: str | None = setting(
+        None,
+        "interface for NCCL/gloo traffic, e.g. eth0 (SageMaker: from resourceconfig.json)",
+        env="DOGBREED_NETWORK_INTERFACE",
+    )
+    dns_timeout: float = setting(
+        DEFAULT_DNS_TIMEOUT,
+        "seconds to wait for the other hosts' names to resolve",
+        env="DOGBREED_DNS_TIMEOUT",
+        minimum=0,
+    )
 
     @classmethod
     def from_args(
         cls, args: argparse.Namespace | None, environ: Mapping[str, str] = os.environ
     ) -> LaunchOptions:
         """Flags win over `DOGBREED_*` variables, which win over the defaults."""
-
-        def pick(attr: str, var: str) -> str | None:
-            value = getattr(args, attr, None) if args is not None else None
-            if value is None:
-                value = environ.get(var) or None
-            return None if value is None else str(value)
-
-        def number(attr: str, var: str, kind: type[int] | type[float]) -> float | None:
-            raw = pick(attr, var)
-            if raw is None:
-                return None
-            try:
-                return kind(raw)
-            except ValueError:
-                flag = "--" + attr.replace("_", "-")
-                raise LaunchError(f"{flag} / {var} must be a number, got {raw!r}") from None
-
-        nodes = number("nodes", ENV_NODES, int)
-        rank = number("node_rank", ENV_NODE_RANK, int)
-        port = number("master_port", ENV_MASTER_PORT, int)
-        timeout = number("dns_timeout", ENV_DNS_TIMEOUT, float)
-        options = cls(
-            nodes=None if nodes is None else int(nodes),
-            node_rank=None if rank is None else int(rank),
-            master_addr=pick("master_addr", ENV_MASTER_ADDR),
-            master_port=DEFAULT_MASTER_PORT if port is None else int(port),
-            network_interface=pick("network_interface", ENV_NETWORK_INTERFACE),
-            dns_timeout=DEFAULT_DNS_TIMEOUT if timeout is None else timeout,
-        )
+        try:
+            values = from_environ(cls, environ)
+        except SettingError as exc:
+            raise LaunchError(str(exc)) from None
+        options = cls(**{**values, **(given_flags(cls, args) if args is not None else {})})
         if not 0 < options.master_port < 65536:
             raise LaunchError(f"master port must be in 1..65535, got {options.master_port}")
-        if options.dns_timeout < 0:
-            raise LaunchError(f"DNS timeout must be >= 0 seconds, got {options.dns_timeout}")
         return options
 
 
@@ -138,39 +123,7 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "multi-host training (EC2; on SageMaker the hosts come from resourceconfig.json)"
     )
-    group.add_argument(
-        "--nodes", type=int, default=None, help=f"number of hosts in the job (env {ENV_NODES})"
-    )
-    group.add_argument(
-        "--node-rank",
-        type=int,
-        default=None,
-        help=f"this host's index, 0 = the master (env {ENV_NODE_RANK})",
-    )
-    group.add_argument(
-        "--master-addr",
-        default=None,
-        help=f"address of node 0, reachable from every host (env {ENV_MASTER_ADDR})",
-    )
-    group.add_argument(
-        "--master-port",
-        type=int,
-        default=None,
-        help=f"rendezvous port on node 0 (env {ENV_MASTER_PORT}; default {DEFAULT_MASTER_PORT})",
-    )
-    group.add_argument(
-        "--network-interface",
-        default=None,
-        help="interface for NCCL/gloo traffic, e.g. eth0 "
-        f"(env {ENV_NETWORK_INTERFACE}; SageMaker: from resourceconfig.json)",
-    )
-    group.add_argument(
-        "--dns-timeout",
-        type=float,
-        default=None,
-        help="seconds to wait for the other hosts' names to resolve "
-        f"(env {ENV_DNS_TIMEOUT}; default {DEFAULT_DNS_TIMEOUT:g})",
-    )
+    add_arguments(group, LaunchOptions)
 
 
 def is_worker(environ: Mapping[str, str] = os.environ) -> bool:
@@ -213,7 +166,7 @@ def _explicit_plan(options: LaunchOptions, nproc: int, interface: str | None) ->
         raise LaunchError(f"--node-rank must be in 0..{nodes - 1}, got {rank}")
     if nodes > 1 and not options.master_addr:
         raise LaunchError(
-            f"--nodes {nodes} needs --master-addr (or {ENV_MASTER_ADDR}): the address of "
+            f"--nodes {nodes} needs --master-addr (or DOGBREED_MASTER_ADDR): the address of "
             "node 0 that every host can reach"
         )
     master = options.master_addr or "127.0.0.1"
@@ -272,7 +225,7 @@ def wait_for_hosts(
             raise LaunchError(
                 f"host(s) {', '.join(pending)} did not resolve within {timeout:g} s "
                 f"({attempts} attempts); check that all instances are in the same network, "
-                f"or raise --dns-timeout / {ENV_DNS_TIMEOUT}"
+                "or raise --dns-timeout / DOGBREED_DNS_TIMEOUT"
             )
         log.info("waiting for DNS of %s", ", ".join(pending))
         time.sleep(interval)
