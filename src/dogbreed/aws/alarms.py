@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dogbreed.aws.clients import UsageError
-from dogbreed.aws.common import TAG_KEY, tag_list
+from dogbreed.aws.names import TAG_KEY, tag_list
 
 NAMESPACE = "AWS/SageMaker"
 PERIOD_S = 60  # SageMaker publishes endpoint metrics every minute

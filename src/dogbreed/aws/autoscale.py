@@ -23,9 +23,9 @@ from dogbreed.aws.clients import (
     add_aws_arguments,
     aws_command,
     aws_from_args,
+    describe_endpoint,
     emit,
 )
-from dogbreed.aws.common import describe_endpoint
 
 log = logging.getLogger(__name__)
 

@@ -307,3 +307,16 @@ def aws_command(main: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             return 1
 
     return wrapper
+
+
+def describe_endpoint(sm: Any, endpoint: str) -> dict[str, Any] | None:
+    """DescribeEndpoint, or None when it does not exist (other errors, e.g. AccessDenied, raise)."""
+    import botocore.exceptions
+
+    try:
+        return sm.describe_endpoint(EndpointName=endpoint)
+    except botocore.exceptions.ClientError as exc:
+        message = exc.response.get("Error", {}).get("Message", "")
+        if "Could not find" in message or "does not exist" in message:
+            return None
+        raise

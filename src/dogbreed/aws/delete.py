@@ -7,8 +7,15 @@ import argparse
 from typing import Any
 
 from dogbreed.aws import alarms, autoscale
-from dogbreed.aws.clients import Aws, add_aws_arguments, aws_command, aws_from_args, emit
-from dogbreed.aws.common import TAG_KEY, check_name, describe_endpoint, unique_name
+from dogbreed.aws.clients import (
+    Aws,
+    add_aws_arguments,
+    aws_command,
+    aws_from_args,
+    describe_endpoint,
+    emit,
+)
+from dogbreed.aws.names import TAG_KEY, check_name, unique_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

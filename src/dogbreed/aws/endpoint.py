@@ -25,18 +25,12 @@ from dogbreed.aws.clients import (
     add_aws_arguments,
     aws_command,
     aws_from_args,
+    describe_endpoint,
     emit,
 )
-from dogbreed.aws.common import (
-    TAG_KEY,
-    add_wait_argument,
-    check_name,
-    check_s3_uri,
-    describe_endpoint,
-    parse_pairs,
-    tag_list,
-    unique_name,
-)
+from dogbreed.aws.flags import add_wait_argument, parse_pairs
+from dogbreed.aws.names import TAG_KEY, check_name, tag_list, unique_name
+from dogbreed.aws.s3uri import check_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +48,7 @@ MAX_SERVERLESS_CONCURRENCY = 200
 SERVERLESS_SERVER_DEFAULTS = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "DOGBREED_BACKEND": "onnx"}
 
 
-def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint-name", required=True, help="endpoint to create or update")
     parser.add_argument("--model-data", required=True, help="S3 URI of model.tar.gz")
     parser.add_argument("--image", required=True, help="serving image URI (ECR)")
@@ -610,7 +604,7 @@ def deploy_document(done: Deployment) -> dict[str, Any]:
 
 
 @aws_command
-def deploy_main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     aws = aws_from_args(args)
     done = deploy(aws, args)
     emit(args, aws, deploy_document(done), deploy_lines(done))

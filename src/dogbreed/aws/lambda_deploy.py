@@ -33,7 +33,8 @@ from dogbreed.aws.clients import (
     aws_from_args,
     emit,
 )
-from dogbreed.aws.common import check_name, comma_list
+from dogbreed.aws.flags import comma_list
+from dogbreed.aws.names import check_name
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 FUNCTION_DIR = ASSETS / "lambda-function"

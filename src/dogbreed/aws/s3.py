@@ -25,7 +25,7 @@ from dogbreed.aws.clients import (
     aws_from_args,
     emit,
 )
-from dogbreed.aws.common import split_s3_uri
+from dogbreed.aws.s3uri import split_s3_uri
 from dogbreed.data.fetch import CHUNK, Progress
 
 PART_BYTES = 8 * 1024 * 1024  # multipart threshold and part size

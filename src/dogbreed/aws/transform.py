@@ -25,14 +25,9 @@ from dogbreed.aws.clients import (
     emit,
     progress_out,
 )
-from dogbreed.aws.common import (
-    add_wait_argument,
-    check_name,
-    check_s3_uri,
-    parse_pairs,
-    tag_list,
-    unique_name,
-)
+from dogbreed.aws.flags import add_wait_argument, parse_pairs
+from dogbreed.aws.names import check_name, tag_list, unique_name
+from dogbreed.aws.s3uri import check_s3_uri
 
 SPLIT_TYPES = ("None", "Line")
 STRATEGIES = ("SingleRecord", "MultiRecord")

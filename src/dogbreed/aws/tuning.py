@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from dogbreed.aws import logs, training
 from dogbreed.aws.clients import Aws, AwsError, aws_command, aws_from_args, emit, progress_out
-from dogbreed.aws.common import check_name
+from dogbreed.aws.names import check_name
 from dogbreed.aws.training import load_config, training_job_request
 from dogbreed.config import TrainConfig, config_from_hyperparameters
 from dogbreed.tune.space import (
