@@ -74,6 +74,32 @@ def test_class_count_must_match(tmp_path: Path) -> None:
     assert not (tmp_path / "weights.pt").exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("metadata.json", None, "not found: is .* a dogbreed model directory"),
+        ("metadata.json", "{", "metadata.json is not valid JSON"),
+        ("metadata.json", "[1, 2]", "metadata.json must be a JSON object"),
+        ("metadata.json", '{"architecture": "resnet18"}', "lacks image_size, num_classes"),
+        ("classes.json", '{"a": 1}', "classes.json must be a JSON list of class names"),
+        ("classes.json", "", "classes.json is not valid JSON"),
+    ],
+)
+def test_a_broken_model_file_is_an_artifact_error(
+    saved: tuple[Path, torch.nn.Module], tmp_path: Path, name: str, text: str | None, message: str
+) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    for part in ("metadata.json", "classes.json"):
+        (model_dir / part).write_bytes((saved[0] / part).read_bytes())
+    if text is None:
+        (model_dir / name).unlink()
+    else:
+        (model_dir / name).write_text(text)
+    with pytest.raises(artifact.ArtifactError, match=message):
+        artifact.read_classes(model_dir, artifact.read_metadata(model_dir).num_classes)
+
+
 def test_metadata_is_plain_json(saved: tuple[Path, torch.nn.Module]) -> None:
     data = json.loads((saved[0] / "metadata.json").read_text())
     assert data["mean"] == list(artifact.IMAGENET_MEAN)

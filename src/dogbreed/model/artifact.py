@@ -69,14 +69,21 @@ class ModelMetadata:
         return cls(**values)
 
 
-def read_metadata(model_dir: str | Path) -> ModelMetadata:
-    path = Path(model_dir) / METADATA_FILE
+def _read_json(path: Path, missing: str) -> Any:
+    """The JSON in `path`; ArtifactError with `missing` when it is absent or not JSON."""
     if not path.is_file():
-        raise ArtifactError(f"{path} not found: is {model_dir} a dogbreed model directory?")
+        raise ArtifactError(missing)
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path} is not valid JSON: {exc}") from None
+
+
+def read_metadata(model_dir: str | Path) -> ModelMetadata:
+    path = Path(model_dir) / METADATA_FILE
+    data = _read_json(path, f"{path} not found: is {model_dir} a dogbreed model directory?")
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} must be a JSON object")
     meta = ModelMetadata.from_dict(data)
     if meta.format_version > FORMAT_VERSION:
         raise ArtifactError(
@@ -92,12 +99,7 @@ def write_metadata(model_dir: Path, metadata: ModelMetadata) -> None:
 
 def read_classes(model_dir: str | Path, num_classes: int | None = None) -> list[str]:
     path = Path(model_dir) / CLASSES_FILE
-    if not path.is_file():
-        raise ArtifactError(f"{path} not found")
-    try:
-        classes = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path} is not valid JSON: {exc}") from None
+    classes = _read_json(path, f"{path} not found")
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise ArtifactError(f"{path} must be a JSON list of class names")
     if num_classes is not None and len(classes) != num_classes:
