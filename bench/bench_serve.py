@@ -15,6 +15,10 @@ also timed alone, in this process, on the same photos; so is top-1 agreement wit
     python bench/bench_serve.py                      # resnet18, 224 px, 133 classes, ~2 min
     python bench/bench_serve.py --model MODEL_DIR --seconds 20 --concurrency 1 4 16
     python bench/bench_serve.py --arch resnet50 --photo-size 1600 1200 --precisions fp32 bf16
+    python bench/bench_serve.py --batch-delays 5 1 0   # MMS's batch delay: latency vs batching
+
+At concurrency 1 it also prints the hops: a request's p50 less its own decode and forward pass
+(what the gateway, MMS and the batch delay add).
 """
 
 from __future__ import annotations
@@ -142,9 +146,10 @@ def time_per_item(fn: Callable[[], object], repeat: int) -> float:
 
 def component_costs(
     model_dir: Path, images: list[bytes], threads: int, precisions: list[str]
-) -> dict[str, tuple[float, float]]:
+) -> tuple[float, dict[str, tuple[float, float]]]:
     """Decode + preprocess and forward alone (ms per image), ours vs the baseline's way; returns
-    each precision's forward floor (ms at batch 1, ms per image at batch 8)."""
+    our decode + preprocess and each precision's forward floor (ms at batch 1, ms per image at
+    batch 8)."""
     import torch
     from torchvision import transforms
 
@@ -196,7 +201,7 @@ def component_costs(
     print(f"\ncomponent costs, {threads} thread(s), ms per image:")
     for name, ms in rows:
         print(f"  {name:<72} {ms:8.2f}")
-    return floors
+    return rows[0][1], floors
 
 
 def agreement(model_dir: Path, images: list[bytes], precisions: list[str]) -> None:
@@ -232,6 +237,14 @@ def main() -> int:
         default=["fp32", "bf16"] if fast else ["fp32"],
         help="one `ours` row each, fp32 first (default: bf16 too where the CPU computes it)",
     )
+    parser.add_argument(
+        "--batch-delays",
+        type=int,
+        nargs="+",
+        default=[ServeSettings().max_batch_delay_ms],
+        metavar="MS",
+        help="MMS max batch delay of our servers: one row each (default: the server's default)",
+    )
     args = parser.parse_args()
     if args.precisions[0] != "fp32":
         parser.error("--precisions must start with fp32 (the reference)")
@@ -258,15 +271,25 @@ def main() -> int:
         )
         meta = artifact.read_metadata(model_dir)
         print(f"model: {meta.architecture}, {meta.num_classes} classes, {meta.image_size} px")
-        floors = component_costs(model_dir, images, settings.threads or 1, args.precisions)
+        decode, floors = component_costs(model_dir, images, settings.threads or 1, args.precisions)
         agreement(model_dir, images, args.precisions)
 
         results: dict[str, dict[int, dict[str, float]]] = {}
+        ours: dict[str, str] = {}  # row name -> precision
         for name in args.precisions:
-            with running_server(model_dir, {**env, "DOGBREED_PRECISION": name}) as url:
-                results[f"ours {name}"] = {
-                    c: load(f"{url}/invocations", images, c, args.seconds) for c in args.concurrency
+            for delay in args.batch_delays:
+                row = f"ours {name}" + (f" d{delay}" if len(args.batch_delays) > 1 else "")
+                server_env = {
+                    **env,
+                    "DOGBREED_PRECISION": name,
+                    "SAGEMAKER_MODEL_SERVER_MAX_BATCH_DELAY": str(delay),
                 }
+                with running_server(model_dir, server_env) as url:
+                    results[row] = {
+                        c: load(f"{url}/invocations", images, c, args.seconds)
+                        for c in args.concurrency
+                    }
+                ours[row] = name
         os.environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO / "bench"), os.environ.get("PYTHONPATH")) if p
         )
@@ -295,14 +318,20 @@ def main() -> int:
         # One worker's forward pass alone, no decode and no hops: what no server can beat.
         rps = (settings.workers or 1) * 1000 / batch8
         print(f"{'forward ' + name:<14} {'-':>5} {'-':>6} {'-':>4} {rps:>8.1f} {batch1:>8.1f}")
-    print("\nours / baseline   throughput x   p50 latency x (lower is better)")
+    print("\nours / baseline          throughput x   p50 latency x (lower is better)")
     base_levels = results["baseline"]
-    for name in args.precisions:
+    for row in ours:
         for c in args.concurrency:
-            ours, base = results[f"ours {name}"][c], base_levels[c]
+            mine, base = results[row][c], base_levels[c]
             if base["rps"] and base["p50"]:
-                print(f"  {name} concurrency {c:>3}   {ours['rps'] / base['rps']:>10.2f}   "
-                      f"{ours['p50'] / base['p50']:>10.2f}")  # fmt: skip
+                print(f"  {row:<16} conc {c:>3}   {mine['rps'] / base['rps']:>10.2f}   "
+                      f"{mine['p50'] / base['p50']:>10.2f}")  # fmt: skip
+    if 1 in args.concurrency:
+        # What the front, MMS and the batch delay add to one request's own work.
+        print(f"\nhops at concurrency 1: p50 - decode ({decode:.1f} ms) - forward batch 1")
+        for row, name in ours.items():
+            hops = results[row][1]["p50"] - decode - floors[name][0]
+            print(f"  {row:<16} {hops:8.1f} ms")
     return 0
 
 
