@@ -218,9 +218,10 @@ def from_environ(
     return values
 
 
-def check_minimums(instance: Any) -> None:
-    """Each declared number of `instance` that is set is at least its minimum."""
+def check(instance: Any) -> None:
+    """Each declared field of `instance` that is set has its type, choices and minimum (the
+    same `convert` that flags and variables go through)."""
     for declared in specs(type(instance)):
         value = getattr(instance, declared.name)
-        if declared.minimum is not None and value is not None and value < declared.minimum:
-            raise SettingError(f"{declared.name} must be at least {declared.minimum:g}")
+        if value is not None:
+            convert(declared, value, declared.name)

@@ -17,12 +17,10 @@ from dogbreed.data.images import DEFAULT_MAX_PIXELS
 from dogbreed.settings import (
     SettingError,
     add_arguments,
-    check_minimums,
-    convert,
+    check,
     from_environ,
     given_flags,
     setting,
-    spec,
     specs,
 )
 
@@ -194,9 +192,7 @@ class ServeSettings:
         return cls(**values).validated()
 
     def validated(self) -> ServeSettings:
-        for name in ("backend", "precision"):
-            convert(spec(ServeSettings, name), getattr(self, name), name)
-        check_minimums(self)
+        check(self)
         if self.max_payload_mb <= 0:
             raise SettingError("the payload limit must be positive")
         if min(self.read_timeout_s, self.keepalive_timeout_s) <= 0:
