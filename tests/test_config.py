@@ -76,6 +76,7 @@ def test_sagemaker_keys_tolerated_and_dashes_accepted() -> None:
         ({"optimizer": '"adam"'}, "one of adamw, sgd"),
         ({"freeze": "layer9"}, "must be one of"),
         ({"backbone": "null"}, "needs a value"),
+        ({"learning_rate": "nan"}, "not a finite number"),
     ],
 )
 def test_bad_hyperparameters_name_the_problem(hps: dict[str, str], message: str) -> None:

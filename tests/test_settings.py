@@ -19,12 +19,13 @@ from dogbreed.settings import (
     setting,
     specs,
 )
+from dogbreed.train.distributed import PeerWatchSettings
 from dogbreed.train.launch import LaunchOptions
 
 REPO = Path(__file__).resolve().parent.parent
-# Variables the README's tables list that are not settings of these dataclasses: read where
-# they are used (the peer watchdog, a test-only resolver) or by SageMaker's toolkit.
-READ_ELSEWHERE = {"DOGBREED_PEER_TIMEOUT", "DOGBREED_HOST_ADDRESSES"}
+# A variable the README's tables list that is not a setting of these dataclasses: the
+# test-only resolver's, read where it is used.
+READ_ELSEWHERE = {"DOGBREED_HOST_ADDRESSES"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ def test_one_declaration_gives_typed_flags_and_variables() -> None:
         ({"EXAMPLE_COUNT": "two"}, r"EXAMPLE_COUNT: not a number: 'two'"),
         ({"EXAMPLE_COUNT": "2.5"}, r"EXAMPLE_COUNT: not an integer: '2.5'"),
         ({"EXAMPLE_COUNT": "0"}, r"EXAMPLE_COUNT must be at least 1, not 0"),
+        ({"EXAMPLE_RATIO": "nan"}, r"EXAMPLE_RATIO: not a finite number: 'nan'"),
+        ({"EXAMPLE_COUNT": "inf"}, r"EXAMPLE_COUNT: not a finite number: 'inf'"),
         ({"EXAMPLE_MODE": "medium"}, r"EXAMPLE_MODE must be one of fast, slow, not 'medium'"),
     ],
 )
@@ -98,12 +101,18 @@ def shown(value: object) -> str:
 
 
 @pytest.mark.parametrize(
-    ("cls", "section"),
-    [(ServeSettings, "Serving"), (LaunchOptions, "Training: paths, hosts, launch")],
+    ("classes", "section"),
+    [
+        ((ServeSettings,), "Serving"),
+        ((LaunchOptions, PeerWatchSettings), "Training: paths, hosts, launch"),
+    ],
 )
-def test_the_readme_tables_list_every_declared_setting(cls: type, section: str) -> None:
+def test_the_readme_tables_list_every_declared_setting(
+    classes: tuple[type, ...], section: str
+) -> None:
     rows = {re.sub(r"[`\s]", "", row[1]): row for row in table_rows(section) if row[1]}
-    for declared in specs(cls):
+    declared_specs = [declared for cls in classes for declared in specs(cls)]
+    for declared in declared_specs:
         assert declared.env in rows, f"README {section}: no row for {declared.env}"
         flag_cell, _, default_cell = rows[declared.env][:3]
         if declared.flag:
@@ -111,6 +120,6 @@ def test_the_readme_tables_list_every_declared_setting(cls: type, section: str) 
         if declared.default is not None:
             written = re.sub(r"[`,]", "", default_cell)
             assert written.startswith(shown(declared.default)), (declared.env, default_cell)
-    declared_envs = {s.env for s in specs(cls)}
+    declared_envs = {s.env for s in declared_specs}
     ours = {env for env in rows if env.startswith("DOGBREED_")}
     assert ours - declared_envs - READ_ELSEWHERE == set(), "README rows nothing declares"

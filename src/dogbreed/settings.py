@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -102,9 +103,12 @@ def to_bool(value: Any) -> bool:
 
 def _to_float(raw: Any) -> float:
     try:
-        return float(raw)
+        value = float(raw)
     except (TypeError, ValueError):
         raise ValueError(f"not a number: {raw!r}") from None
+    if not math.isfinite(value):  # float() takes "nan" and "inf", and NaN passes every minimum
+        raise ValueError(f"not a finite number: {raw!r}")
+    return value
 
 
 def _to_int(raw: Any) -> int:

@@ -17,7 +17,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,12 +28,12 @@ import torch
 import torch.distributed as dist
 
 from dogbreed.config import ConfigError
+from dogbreed.settings import SettingError, from_environ, setting
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 ENV_PEER_TIMEOUT = "DOGBREED_PEER_TIMEOUT"
-DEFAULT_PEER_TIMEOUT = 60.0
 # What gloo and NCCL say when a peer's connection breaks (as plain RuntimeErrors).
 _PEER_LOST_SIGNS = (
     "Connection closed by peer",
@@ -138,16 +138,25 @@ def lost_peer(exc: BaseException) -> PeerLost | None:
     return PeerLost(f"lost contact with another process of this job ({core}): {_PEER_LOST_HINT}")
 
 
-def peer_timeout() -> float:
-    """Seconds without a sign of life from a peer before the job is given up (> 0)."""
-    raw = os.environ.get(ENV_PEER_TIMEOUT) or str(DEFAULT_PEER_TIMEOUT)
+@dataclass(frozen=True)
+class PeerWatchSettings:
+    """Read in every rank, not by the launcher: torchrun hands each worker the environment."""
+
+    timeout: float = setting(
+        60.0,
+        "seconds a frozen or vanished peer host goes unnoticed before the job fails",
+        env=ENV_PEER_TIMEOUT,
+        flag=False,
+        minimum=1,
+    )
+
+
+def peer_timeout(environ: Mapping[str, str] = os.environ) -> float:
+    """Seconds without a sign of life from a peer before the job is given up."""
     try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise ConfigError(f"{ENV_PEER_TIMEOUT} must be a number of seconds > 0, got {raw!r}")
-    return value
+        return PeerWatchSettings(**from_environ(PeerWatchSettings, environ)).timeout
+    except SettingError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @contextmanager
