@@ -7,11 +7,13 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
-# dogbreed.settings, dogbreed.config and dogbreed.hostcpu are shared facts: the lowest layer.
+# dogbreed.settings, dogbreed.config, dogbreed.hostcpu and dogbreed.hostgpu are shared facts: the
+# lowest layer.
 LAYERS = {
     "settings": 0,
     "config": 0,
     "hostcpu": 0,
+    "hostgpu": 0,
     "data": 1,
     "model": 2,
     "train": 3,

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from dogbreed import hostcpu
+from dogbreed import hostcpu, hostgpu
 from dogbreed.model import precision as gating
 from dogbreed.model.artifact import (
     ONNX_FILE,
@@ -30,7 +30,6 @@ from dogbreed.model.artifact import (
 )
 
 log = logging.getLogger(__name__)
-_NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
 
 
 class Backend(Protocol):
@@ -121,8 +120,8 @@ class TorchBackend:
 
 
 def gpu_present() -> bool:
-    """An NVIDIA driver and torch installed; decided without importing torch."""
-    return _NVIDIA_DRIVER.exists() and importlib.util.find_spec("torch") is not None
+    """A GPU this process may use and torch installed; decided without importing torch."""
+    return hostgpu.gpu_count() > 0 and importlib.util.find_spec("torch") is not None
 
 
 def resolve_backend(name: str) -> str:

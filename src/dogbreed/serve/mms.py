@@ -266,21 +266,6 @@ class ModelServer:
         self.process.wait()
 
 
-def count_gpus() -> int:
-    """GPUs as MMS counts them (nvidia-smi); 0 when there is no NVIDIA driver."""
-    try:
-        listing = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return len(listing.split())
-
-
 # ---- inside a worker: what MMS hands the handler and what it expects back ----
 
 

@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 
 from dogbreed.hostcpu import available_cpus
+from dogbreed.hostgpu import gpu_count
 from dogbreed.model.artifact import METADATA_FILE, ArtifactError
 from dogbreed.serve import user_code as user_code_handler
 from dogbreed.serve.backends import describe_precision, resolve_backend
 from dogbreed.serve.errors import ServeFailure
 from dogbreed.serve.gateway import Gateway, Health, Limits, execution_parameters
-from dogbreed.serve.mms import HANDLER, HEALTHY, ModelServer, count_gpus
+from dogbreed.serve.mms import HANDLER, HEALTHY, ModelServer
 from dogbreed.serve.predictor import Predictor
 from dogbreed.serve.privileges import drop_privileges, serving_user
 from dogbreed.serve.settings import ServeSettings, resolve_parallelism
@@ -102,7 +103,7 @@ def prepare(
         settings = resolve_parallelism(settings.replace(batch_size=1), available_cpus(), 0)
         return model_dir, settings, {"handler": user_code_handler.HANDLER}
     backend = resolve_backend(settings.backend)
-    gpus = count_gpus() if backend == "torch" else 0
+    gpus = gpu_count() if backend == "torch" else 0
     settings = resolve_parallelism(settings.replace(backend=backend), available_cpus(), gpus)
     check_in_subprocess(model_dir, settings)
     choice = describe_precision(model_dir, settings.backend, settings.precision).as_dict()

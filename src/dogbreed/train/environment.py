@@ -40,6 +40,7 @@ from dogbreed.config import (
     canonical_name,
     config_from_hyperparameters,
 )
+from dogbreed.hostgpu import gpu_count
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -154,14 +155,6 @@ def load_config(base: Path, overrides: dict[str, Any] | None = None) -> TrainCon
     return config_from_hyperparameters(overrides, config_from_hyperparameters(from_file))
 
 
-def _count_gpus() -> int:
-    try:
-        import torch
-    except ImportError:
-        return 0
-    return torch.cuda.device_count()
-
-
 def training_env(base: Path) -> TrainingEnv:
     """Hosts from resourceconfig.json (or SM_HOSTS/SM_CURRENT_HOST), GPUs from the machine."""
     path = base / "input" / "config" / "resourceconfig.json"
@@ -181,7 +174,7 @@ def training_env(base: Path) -> TrainingEnv:
     return TrainingEnv(
         hosts=hosts,
         current_host=current,
-        num_gpus=int(gpus) if gpus else _count_gpus(),
+        num_gpus=int(gpus) if gpus else gpu_count(),
         network_interface=resource.get("network_interface_name"),
     )
 
