@@ -36,7 +36,6 @@ from dogbreed.serve import http1, mms, webpage
 from dogbreed.serve.errors import error_body
 from dogbreed.serve.http1 import RETRY_AFTER, Answer, HttpError, Request
 from dogbreed.serve.protocol import (
-    CONTENT_TYPE_HEADER,
     JSONLINES_TYPE,
     JSONLINES_TYPES,
     REQUEST_ID_HEADER,
@@ -46,9 +45,6 @@ from dogbreed.serve.settings import MB, ServeSettings
 
 log = logging.getLogger(__name__)
 
-# Request headers the handler needs; everything else stays here.
-FORWARDED_HEADERS = ("accept",)
-FORWARDED_PREFIX = "x-amzn-sagemaker-"
 ROUTES = {"/invocations": "POST", "/ping": "GET", "/execution-parameters": "GET", "/": "GET"}
 KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
 # Bodies up to this multiple of the limit are read and dropped so the client sees the 413;
@@ -415,7 +411,7 @@ class Connection:
         if not ok:
             return busy(f"the model is not ready: {reason}", "unavailable").answer()
         try:
-            headers = forwarded_headers(request, request_id)
+            headers = mms.request_headers(request, request_id)
         except HttpError as exc:
             return exc.answer()
         try:
@@ -463,19 +459,3 @@ def route_error(request: Request, close: bool) -> HttpError:
         return HttpError(404, "not_found", message, close=close)
     message = f"use {allowed} {request.path}"
     return HttpError(405, "method_not_allowed", message, close=close, headers=(("Allow", allowed),))
-
-
-def forwarded_headers(request: Request, request_id: str) -> dict[str, str]:
-    """What MMS gets: never a form content type (MMS would parse such a body itself), only
-    printable ASCII values (MMS's worker decodes header bytes outside any error handling)."""
-    headers = {REQUEST_ID_HEADER: request_id, "Content-Type": "application/octet-stream"}
-    for name, value in request.headers.items():
-        if name == "content-type":
-            name = CONTENT_TYPE_HEADER
-        elif name not in FORWARDED_HEADERS and not name.startswith(FORWARDED_PREFIX):
-            continue
-        if not (value.isascii() and value.isprintable()):
-            message = f"header {name} must be printable ASCII"
-            raise HttpError(400, "bad_request", message, close=False)
-        headers[name] = value
-    return headers

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dogbreed.serve.errors import ServeFailure, error_body
-from dogbreed.serve.http1 import RETRY_AFTER, Answer
+from dogbreed.serve.http1 import RETRY_AFTER, Answer, HttpError, Request
 from dogbreed.serve.protocol import CONTENT_TYPE_HEADER, REQUEST_ID_HEADER
 from dogbreed.serve.settings import ServeSettings
 
@@ -354,7 +354,27 @@ def _padded(bodies: list[str], phrases: list[str], request_ids: list[str]) -> li
     return out
 
 
-# ---- in the gateway: what of MMS's answer reaches the client ----
+# ---- in the gateway: what MMS gets of a request, and what of its answer the client ----
+
+# Request headers the handler needs; everything else stays in the gateway.
+FORWARDED_HEADERS = ("accept",)
+FORWARDED_PREFIX = "x-amzn-sagemaker-"
+
+
+def request_headers(request: Request, request_id: str) -> dict[str, str]:
+    """What MMS gets: never a form content type (MMS would parse such a body itself), only
+    printable ASCII values (MMS's worker decodes header bytes outside any error handling)."""
+    headers = {REQUEST_ID_HEADER: request_id, "Content-Type": "application/octet-stream"}
+    for name, value in request.headers.items():
+        if name == "content-type":
+            name = CONTENT_TYPE_HEADER
+        elif name not in FORWARDED_HEADERS and not name.startswith(FORWARDED_PREFIX):
+            continue
+        if not (value.isascii() and value.isprintable()):
+            message = f"header {name} must be printable ASCII"
+            raise HttpError(400, "bad_request", message, close=False)
+        headers[name] = value
+    return headers
 
 
 @dataclass(frozen=True)

@@ -235,7 +235,10 @@ def job_paths(
 
 
 def write_failure(output_dir: Path, reason: str) -> None:
-    """output/failure: SageMaker shows its first 1024 characters as the job's FailureReason."""
+    """output/failure: SageMaker shows its first 1024 characters as the job's FailureReason.
+
+    Written here, not by the toolkit's trainer.train(): that one writes "Framework Error:"
+    and a traceback, and the built-in trainer's reason is one line a person can act on."""
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "failure").write_text(reason[:FAILURE_LIMIT])

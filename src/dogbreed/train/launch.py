@@ -16,6 +16,12 @@ Where the topology comes from, first match wins:
   2. SageMaker's resourceconfig.json (`TrainingEnv.hosts`, `current_host`): node rank = index of
      the current host in the sorted host list, master = the first host.
 
+Why not the sagemaker-training toolkit's TorchDistributedRunner (script mode uses it,
+dogbreed.train.toolkit): it builds its torchrun command from the toolkit's Environment, so it
+needs SageMaker's config files and knows neither EC2's explicit topology (1. above), nor waiting
+for the other hosts' names to resolve, nor forwarding SIGTERM so that the workers checkpoint
+within SageMaker's 120 s, nor the test-only host map.
+
 This module imports nothing heavy: torch only runs in the child.
 """
 
