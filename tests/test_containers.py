@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -23,7 +24,7 @@ import pytest
 import requests
 from loopback_http import free_port
 
-from dogbreed.config import TrainConfig
+from dogbreed.config import TrainConfig, config_from_hyperparameters
 from dogbreed.model import artifact
 
 REPO = Path(__file__).resolve().parent.parent
@@ -326,6 +327,30 @@ def test_entrypoint_runs_any_other_command(images: None) -> None:
             "run", "--rm", "--network", "none", image, "sh", "-c", "exit 3", check=False
         )
         assert result.returncode == 3
+
+
+@pytest.mark.docker
+def test_the_training_image_runs_a_tuning_study(
+    images: None, sample_data: Path, tmp_path: Path
+) -> None:
+    """`docker run IMAGE dogbreed tune ...` on an EC2 GPU host: Optuna is in the image."""
+    out = tmp_path / "tune"
+    out.mkdir()
+    result = docker(
+        "run", "--rm", "--network", "none",
+        "-v", f"{sample_data}:/data:ro", "-v", f"{out}:/out",
+        TRAIN_IMAGE, "dogbreed", "tune", "--data", "/data", "--output-dir", "/out",
+        "--n-trials", "2", "--pruner", "none", "--epochs", "1", "--backbone", "resnet18",
+        "--image-size", "64", "--batch-size", "16", "--workers", "0", "--freeze", "backbone",
+        timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(re.findall(r"^\d+\*?\s+COMPLETE", result.stdout, re.MULTILINE)) == 2, result.stdout[
+        -2000:
+    ]
+    best = json.loads((out / "best" / "input" / "config" / "hyperparameters.json").read_text())
+    assert config_from_hyperparameters(best).backbone == "resnet18"  # SageMaker's encoding
+    assert (out / "study.db").is_file()
 
 
 @pytest.mark.docker
