@@ -33,14 +33,18 @@ Path(os.environ["SM_MODEL_DIR"], "record.json").write_text(json.dumps(record))
 """
 
 
-def sagemaker_job(base: Path, code: Path, hyperparameters: dict[str, str]) -> None:
-    """The files SageMaker (or the SDK's local mode) writes before `docker run IMAGE train`."""
+def sagemaker_job(base: Path, code: Path | None, hyperparameters: dict[str, str]) -> None:
+    """The files SageMaker (or the SDK's local mode) writes before `docker run IMAGE train`;
+    `code` None: the job names neither program nor code, as an image with its code in
+    /opt/ml/code and SAGEMAKER_PROGRAM set is run."""
     config = base / "input" / "config"
     config.mkdir(parents=True)
     (base / "input" / "data" / "training").mkdir(parents=True)
     (base / "model").mkdir()
-    hps = {"sagemaker_program": json.dumps("user_train.py"),
-           "sagemaker_submit_directory": json.dumps(str(code)), **hyperparameters}  # fmt: skip
+    hps = dict(hyperparameters)
+    if code is not None:
+        hps["sagemaker_program"] = json.dumps("user_train.py")
+        hps["sagemaker_submit_directory"] = json.dumps(str(code))
     (config / "hyperparameters.json").write_text(json.dumps(hps))
     # The toolkit waits until every host name resolves: this machine's own name does.
     host = socket.gethostname()
@@ -50,8 +54,12 @@ def sagemaker_job(base: Path, code: Path, hyperparameters: dict[str, str]) -> No
     (config / "inputdataconfig.json").write_text(json.dumps({"training": {}}))
 
 
-def run_train(base: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+def run_train(
+    base: Path, *flags: str, program: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "AWS_DEFAULT_REGION": "us-east-1"}
+    if program is not None:
+        env["SAGEMAKER_PROGRAM"] = program
     # The toolkit runs `torchrun` from PATH, as in the image (/opt/venv/bin).
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     return subprocess.run(
@@ -87,6 +95,22 @@ def test_the_users_script_runs_with_its_hyperparameters(tmp_path: Path, code: Pa
     assert record["master"] == socket.gethostname()
     assert (base / "output" / "success").exists()
     assert not (base / "output" / "failure").exists()
+
+
+def test_sagemaker_program_runs_the_script_baked_into_opt_ml_code(
+    tmp_path: Path, code: Path
+) -> None:
+    """A derived image (`COPY user_train.py /opt/ml/code/`, `ENV SAGEMAKER_PROGRAM`), as with
+    AWS's images: no sagemaker_program or submit directory in the job."""
+    base = tmp_path / "ml"
+    sagemaker_job(base, None, {"epochs": "3"})
+    (base / "code").mkdir()
+    (base / "code" / "user_train.py").write_text(USER_SCRIPT)
+    proc = run_train(base, program="user_train.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((base / "model" / "record.json").read_text())
+    assert record["argv"] == ["--epochs", "3"]
+    assert (base / "output" / "success").exists()
 
 
 def test_torch_distributed_runs_the_script_under_torchrun(tmp_path: Path, code: Path) -> None:
