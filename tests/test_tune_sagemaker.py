@@ -184,6 +184,14 @@ def test_create_needs_image_role_output(aws_env: None, capsys: pytest.CaptureFix
     assert "--image, --role, --output" in capsys.readouterr().err
 
 
+def test_attach_in_a_dry_run_follows_nothing(aws_env: None, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--attach", "dogbreed-tune-260101-120000", "--dry-run", "--output", "json"]
+    assert tuning.main(parse(argv)) == 0  # was a KeyError: a dry run describes no job
+    document = json.loads(capsys.readouterr().out)
+    assert (document["tuning_job"], document["dry_run"]) == ("dogbreed-tune-260101-120000", True)
+    assert "hyper-tuning-jobs" in document["console_url"]
+
+
 def test_attach_to_a_missing_job_is_a_clear_error(
     moto_server: str, capsys: pytest.CaptureFixture
 ) -> None:

@@ -332,11 +332,13 @@ def main(args: argparse.Namespace) -> int:
     arn = None
     if request is not None:
         arn = sm.create_hyper_parameter_tuning_job(**request).get("HyperParameterTuningJobArn")
-        if aws.dry_run or not args.wait:
-            # dry run: nothing exists to follow; --no-wait: `--attach NAME` reports later
-            document = {"tuning_job": name, "arn": arn, "status": None, "console_url": url}
-            emit(args, aws, document, [f"created tuning job {name} {arn}", f"console: {url}"])
-            return 0
+    if aws.dry_run or (request is not None and not args.wait):
+        # dry run: nothing exists to follow; --no-wait: `--attach NAME` reports later
+        created = [f"created tuning job {name} {arn}"] if request is not None else []
+        document = {"tuning_job": name, "arn": arn, "status": None, "console_url": url}
+        emit(args, aws, document, [*created, f"console: {url}"])
+        return 0
+    if request is not None:
         print(f"created tuning job {name} {arn}", file=out)
     print(f"console: {url}", file=out, flush=True)
     status = "Completed"
