@@ -173,10 +173,16 @@ def soak(
     return rows
 
 
+def growth_after_warmup(rows: list[dict[str, float]], warmup: float) -> dict[str, float]:
+    """Per cent growth of java RSS, total RSS and PSS from the first sample after the warm-up."""
+    after = next((r for r in rows if r["t"] >= warmup), rows[0])
+    return {k: (rows[-1][k] - after[k]) / after[k] * 100 for k in ("java", "rss", "pss")}
+
+
 def summary(name: str, rows: list[dict[str, float]], warmup: float) -> str:
     after = next((r for r in rows if r["t"] >= warmup), rows[0])
     last = rows[-1]
-    growth = {k: (last[k] - after[k]) / after[k] * 100 for k in ("java", "rss", "pss")}
+    growth = growth_after_warmup(rows, warmup)
     peak = max(r["pss"] for r in rows)
     return (
         f"{name:<9} {last['t']:>5.0f} s {last['requests']:>8.0f} req {last['errors']:>4.0f} err "
@@ -243,6 +249,19 @@ def main() -> int:
     print()
     for name, rows in results.items():
         print(summary(name, rows, args.warmup))
+    return verdict(results.get("ours"), args.warmup)
+
+
+def verdict(rows: list[dict[str, float]] | None, warmup: float) -> int:
+    """Exit status: 1 when ours had an error or its memory (PSS) grew by the issue's 10% or
+    more after the warm-up; the baseline only gives the comparison."""
+    if not rows:
+        return 0
+    errors, growth = rows[-1]["errors"], growth_after_warmup(rows, warmup)["pss"]
+    if errors or growth >= MAX_GROWTH_PCT:
+        print(f"FAIL: ours had {errors:.0f} error(s), PSS {growth:+.1f}% after the warm-up")
+        return 1
+    print(f"PASS: 0 errors, PSS {growth:+.1f}% (< {MAX_GROWTH_PCT:g}%) after the warm-up")
     return 0
 
 
