@@ -163,6 +163,16 @@ def test_http_v2_raw_png_with_query_top_k(lam: ModuleType) -> None:
     assert_top_k(result, 2)
 
 
+def test_top_k_from_the_custom_attributes_header_as_the_page_sends_it(lam: ModuleType) -> None:
+    headers = {"content-type": "image/jpeg", "X-Amzn-SageMaker-Custom-Attributes": "top_k=4"}
+    evt = event("function_url", b64(jpeg_bytes()), True, **headers)
+    status, _, result = call(lam, evt)
+    assert status == 200
+    assert_top_k(result, 4)
+    evt["queryStringParameters"] = {"top_k": "1"}  # the query wins over the header
+    assert_top_k(call(lam, evt)[2], 1)
+
+
 def test_http_v2_json_not_base64(lam: ModuleType) -> None:
     body = json.dumps({"image_base64": b64(jpeg_bytes()), "top_k": 3})
     status, _, result = call(lam, event("apigw_http_v2", body, False))

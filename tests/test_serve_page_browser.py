@@ -8,6 +8,8 @@ Every wait polls the page's DOM with a deadline; nothing sleeps to synchronise.
 from __future__ import annotations
 
 import base64
+import io
+import os
 import shutil
 import subprocess
 import time
@@ -17,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+from PIL import Image
 from serving import free_port
 
 DRIVER_START_S = 30
@@ -24,6 +27,11 @@ PAGE_WAIT_S = 60  # one prediction on two shared cores, JVM round trip included
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C WebDriver element reference key
 PHONE_WIDTH = 390  # a narrow screen: the page must not scroll sideways there
 POLL_S = 0.1  # between two looks at the page (a polling interval, not a synchronisation)
+# Kept after the run, passed or failed (pytest deletes a passed test's tmp_path).
+ARTEFACTS = Path(
+    os.environ.get("DOGBREED_TEST_ARTEFACTS")
+    or Path(__file__).resolve().parent.parent / "local" / "test-artefacts"
+)
 
 
 class WebDriver:
@@ -56,7 +64,9 @@ class WebDriver:
             value = self.script(source)
         return value
 
-    def screenshot(self, path: Path) -> Path:
+    def screenshot(self, name: str) -> Path:
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTEFACTS / name
         path.write_bytes(base64.b64decode(self.command("GET", "/screenshot")))
         print(f"screenshot: {path}")
         return path
@@ -108,6 +118,7 @@ RESULTS = """return Array.from(document.querySelectorAll('#results li')).map((li
   [li.querySelector('.label').textContent, li.querySelector('.row span:last-child').textContent,
    li.querySelector('.bar span').style.width]);"""
 STATUS = "const s = document.getElementById('status'); return [s.className, s.textContent];"
+NOT_A_PHOTO = "This file is not a photo the model can read; a JPEG or PNG photo works."
 
 
 def expected_top5(model_server: str, image: bytes, content_type: str) -> requests.Response:
@@ -149,20 +160,36 @@ def test_a_photo_shows_the_servers_top5_and_a_text_file_its_refusal_in_words(
         "return [document.documentElement.scrollWidth, window.innerWidth]"
     )
     assert width <= viewport <= PHONE_WIDTH
-    browser.screenshot(tmp_path / "page-prediction.png")
+    browser.screenshot("page-prediction.png")
 
     text_file = tmp_path / "notes.txt"
     text_file.write_text("not a photo of a dog\n")
-    refused = expected_top5(model_server, text_file.read_bytes(), "text/plain")
-    assert refused.status_code == 415  # text/plain is no image type
+    # The page sends what is not JPEG or PNG as bytes for the server to decode or refuse.
+    refused = expected_top5(model_server, text_file.read_bytes(), "application/octet-stream")
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_image"
     message = refused.json()["message"]
     browser.choose_file("#file", text_file)
     status = browser.wait_for(STATUS, lambda s: s[0] == "error")
-    assert status[1] == f"The image was refused: {message}"
+    assert status[1] == f"{NOT_A_PHOTO} Details: {message}"
     assert "{" not in status[1]  # words, not JSON
     assert browser.script(RESULTS) == []
     assert browser.script("return document.getElementById('preview').hidden") is True
-    browser.screenshot(tmp_path / "page-refused.png")
+    browser.screenshot("page-refused.png")
+
+    # A WebP photo (no name the server takes as a content type) goes as bytes and is answered.
+    webp = tmp_path / "photo.webp"
+    with Image.open(photo) as image:
+        buffer = io.BytesIO()
+        image.save(buffer, "WEBP", quality=95)
+    webp.write_bytes(buffer.getvalue())
+    answer = expected_top5(model_server, webp.read_bytes(), "application/octet-stream")
+    assert answer.status_code == 200, answer.text
+    browser.choose_file("#file", webp)
+    shown = browser.wait_for(RESULTS, lambda rows: len(rows) == 5)
+    assert [label for label, _, _ in shown] == [
+        p["label"].replace("_", " ") for p in answer.json()["top_k"]
+    ]
+    assert browser.script(STATUS)[0] == ""
 
 
 def test_the_page_is_usable_with_the_keyboard_alone(browser: WebDriver, model_server: str) -> None:

@@ -6,7 +6,8 @@ Needs nothing but the Lambda Python runtime (stdlib + boto3/botocore); it must n
 - direct invocation: `{"image_base64": "<base64>", "top_k": 3}` (`image` is an alias);
 - API Gateway REST (v1) and HTTP (v2) proxy events, Lambda Function URL events and ALB events:
   a JSON body like the above, a multipart/form-data upload, or the raw image bytes (any other
-  Content-Type), base64 when `isBase64Encoded`; `top_k` may also be a query parameter.
+  Content-Type), base64 when `isBase64Encoded`; `top_k` may also be a query parameter or, as
+  for the endpoint, `top_k=N` in X-Amzn-SageMaker-Custom-Attributes.
   A GET gets the try-the-model page (index.html, with its security headers from webpage.py;
   both ship next to this file), which POSTs the image back to the same URL.
 
@@ -155,6 +156,17 @@ def _query_top_k(event: dict[str, Any]) -> Any:
     return values[-1] if isinstance(values, list) and values else None
 
 
+def _attribute_top_k(event: dict[str, Any]) -> Any:
+    """`top_k=5` in X-Amzn-SageMaker-Custom-Attributes, as the endpoint itself reads it (the
+    try-the-model page sends it there, to both)."""
+    attributes = _headers(event).get("x-amzn-sagemaker-custom-attributes", "")
+    for part in attributes.replace(",", ";").split(";"):
+        key, sep, value = part.partition("=")
+        if sep and key.strip().lower() == "top_k":
+            return value.strip()
+    return None
+
+
 def _raw_body(event: dict[str, Any]) -> bytes:
     body = event.get("body")
     if body is None or body == "":
@@ -271,8 +283,9 @@ def parse_request(event: Any) -> tuple[bytes, int | None]:
         # Image bytes, whatever the label (curl --data-binary says form-urlencoded): the
         # endpoint decodes them and refuses what is not an image.
         image, top_k = body, None
-    query_top_k = _query_top_k(event)
-    return image, _parse_top_k(top_k if top_k is not None else query_top_k)
+    for fallback in (_query_top_k, _attribute_top_k):
+        top_k = top_k if top_k is not None else fallback(event)
+    return image, _parse_top_k(top_k)
 
 
 # --- the endpoint call -------------------------------------------------------------------------
