@@ -50,6 +50,7 @@ AWS_VMARGS = (
 )
 ROLES = ("supervisor", "launcher", "java", "worker")
 MAX_REQUESTS_PER_S = 1000  # hard bound on the load loop next to the deadline
+MAX_GROWTH_PCT = 10.0  # issue 11: memory of all server processes within 10% after warm-up
 MiB = 1024 * 1024
 
 
