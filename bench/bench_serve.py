@@ -16,6 +16,7 @@ also timed alone, in this process, on the same photos; so is top-1 agreement wit
     python bench/bench_serve.py --model MODEL_DIR --seconds 20 --concurrency 1 4 16
     python bench/bench_serve.py --arch resnet50 --photo-size 1600 1200 --precisions fp32 bf16
     python bench/bench_serve.py --batch-delays 5 1 0   # MMS's batch delay: latency vs batching
+    python bench/bench_serve.py --model TRAINED_DIR --photos DIR  # bf16 agreement on real photos
 
 At concurrency 1 it also prints the hops: a request's p50 less its own decode and forward pass
 (what the gateway, MMS and the batch delay add).
@@ -45,6 +46,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from serving import running_server  # noqa: E402
 
 from dogbreed import hostcpu  # noqa: E402
+from dogbreed.data.images import is_image_file  # noqa: E402
 from dogbreed.data.presets import eval_resize_size  # noqa: E402
 from dogbreed.hostcpu import available_cpus  # noqa: E402
 from dogbreed.model import artifact, precision  # noqa: E402
@@ -204,6 +206,14 @@ def component_costs(
     return rows[0][1], floors
 
 
+def photos_in(folder: Path) -> list[bytes]:
+    """The bytes of every image file under `folder`, sorted by path (at least one)."""
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    if not paths:
+        raise SystemExit(f"--photos {folder}: no image files there")
+    return [p.read_bytes() for p in paths]
+
+
 def agreement(model_dir: Path, images: list[bytes], precisions: list[str]) -> None:
     """Top-1 agreement and largest probability difference of each precision vs fp32."""
     from dogbreed.serve.preprocess import Preprocessor
@@ -214,7 +224,7 @@ def agreement(model_dir: Path, images: list[bytes], precisions: list[str]) -> No
     for name in precisions[1:]:
         result = precision.compare(fp32, cpu_backend(model_dir, name, 1).run(batch))
         print(
-            f"{name} vs fp32 on the {len(images)} bench photos: top-1 agreement "
+            f"{name} vs fp32 on the {len(images)} photos sent: top-1 agreement "
             f"{result['top1_agreement']:.2%}, largest probability difference "
             f"{result['max_prob_diff']:.4f}"
         )
@@ -229,6 +239,13 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--seconds", type=float, default=8.0, help="per level and server")
     parser.add_argument("--photo-size", type=int, nargs=2, default=[500, 375])
+    parser.add_argument(
+        "--photos",
+        type=Path,
+        metavar="DIR",
+        help="send these photos (every image file under DIR, sorted; the agreement line is then "
+        "on real photos) instead of 16 generated ones of --photo-size",
+    )
     fast = not precision.unavailable("bf16", hostcpu.cpu_flags())
     parser.add_argument(
         "--precisions",
@@ -255,13 +272,17 @@ def main() -> int:
         "SAGEMAKER_MODEL_SERVER_WORKERS": str(settings.workers),
         "DOGBREED_THREADS": str(settings.threads),
     }
-    images = photo_jpegs(16, tuple(args.photo_size))
+    images = photos_in(args.photos) if args.photos else photo_jpegs(16, tuple(args.photo_size))
     flags = sorted(hostcpu.cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "amx_int8"})
     flags += sorted(hostcpu.FAST_BF16_FLAGS & hostcpu.cpu_flags())
+    sent = (
+        f"{len(images)} photos from {args.photos}"
+        if args.photos
+        else "JPEG {}x{}".format(*args.photo_size)
+    )
     print(
         f"{precision.cpu_model()}, flags {' '.join(flags) or 'none of note'}; {cpus} CPU(s); "
-        f"servers: {settings.workers} worker(s) x {settings.threads} thread(s); JPEG "
-        f"{args.photo_size[0]}x{args.photo_size[1]}, "
+        f"servers: {settings.workers} worker(s) x {settings.threads} thread(s); {sent}, "
         f"{sum(map(len, images)) // len(images) // 1024} KiB average"
     )
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:

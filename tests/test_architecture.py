@@ -4,6 +4,7 @@ aws -> cli. Read with `ast` (nothing is imported), lazy imports inside functions
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -34,6 +35,12 @@ def layer(module: str) -> tuple[int, str] | None:
     return LAYERS[parts[1]], parts[1]
 
 
+def is_module(name: str) -> bool:
+    """A dogbreed module or package in src/ (not a dotted key such as "dogbreed.setting")."""
+    path = SRC.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def imported_modules(source: str, module: str, is_package: bool = False) -> set[str]:
     """Every dogbreed module `source` (the text of `module`) imports, at any depth."""
     found: set[str] = set()
@@ -50,18 +57,39 @@ def imported_modules(source: str, module: str, is_package: bool = False) -> set[
             if base.split(".")[0] != "dogbreed":
                 continue
             found.add(base)
-            if base == "dogbreed":  # `from dogbreed import hostcpu`; __version__ is no module
-                found.update(f"dogbreed.{a.name}" for a in node.names if a.name in LAYERS)
+            # `from dogbreed.train import loop` imports dogbreed.train.loop too (a name that is
+            # no module, such as __version__, is not counted).
+            found.update(f"{base}.{a.name}" for a in node.names if is_module(f"{base}.{a.name}"))
     return found
 
 
+MODULE_STRING = re.compile(r"dogbreed(\.\w+)+")
+# Run as a child process on purpose (`python -m`), never imported: the precision gate keeps
+# OpenVINO and torch out of the training process (model.precision.gate_in_subprocess).
+ALLOWED_BY_NAME = {"dogbreed.model.precision -> dogbreed.serve.precision_gate"}
+
+
+def named_modules(source: str) -> set[str]:
+    """Module names written as strings (`python -m NAME`, importlib): the same edge by name."""
+    return {
+        node.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and MODULE_STRING.fullmatch(node.value)
+        and is_module(node.value)
+    }
+
+
 def upward_edges(source: str, module: str, is_package: bool = False) -> list[str]:
-    """`a -> b` for each import of a higher layer or of the sibling train <-> serve."""
+    """`a -> b` for each import of a higher layer or of the sibling train <-> serve, and each
+    such module named in a string (outside ALLOWED_BY_NAME)."""
     own = layer(module)
     if own is None:
         return []
+    by_name = {m for m in named_modules(source) if f"{module} -> {m}" not in ALLOWED_BY_NAME}
     edges = []
-    for target in sorted(imported_modules(source, module, is_package)):
+    for target in sorted(imported_modules(source, module, is_package) | by_name):
         other = layer(target)
         if other is None or other[1] == own[1]:
             continue
@@ -87,6 +115,37 @@ def test_no_module_imports_a_higher_layer() -> None:
     assert not edges, "imports against the layer order:\n" + "\n".join(edges)
 
 
+def import_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of `graph` (module -> the modules it imports) as a path, or [] if none."""
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> list[str]:
+        if module in path:
+            return [*path[path.index(module) :], module]
+        if module in done or module not in graph:
+            return []
+        for target in sorted(graph[module] - {module}):
+            if cycle := visit(target, [*path, module]):
+                return cycle
+        done.add(module)
+        return []
+
+    for module in sorted(graph):
+        if cycle := visit(module, []):
+            return cycle
+    return []
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """Lazy imports included: a cycle means a fact lives in the wrong module."""
+    graph = {}
+    for path in sorted((SRC / "dogbreed").rglob("*.py")):
+        name, is_package = module_name(path)
+        graph[name] = imported_modules(path.read_text(), name, is_package)
+    assert import_cycle(graph) == [], "import cycle: " + " -> ".join(import_cycle(graph))
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
 def test_the_edge_finder_reports_upward_lazy_and_relative_imports() -> None:
     source = """
 from dogbreed.data.images import open_rgb
@@ -101,9 +160,19 @@ def later():
         "dogbreed.model.precision -> dogbreed.aws.s3",
         "dogbreed.model.precision -> dogbreed.serve.backends",
         "dogbreed.model.precision -> dogbreed.train",
+        "dogbreed.model.precision -> dogbreed.train.loop",
     ]
     assert upward_edges("from dogbreed.train import loop", "dogbreed.serve.cli") == [
         "dogbreed.serve.cli -> dogbreed.train",
+        "dogbreed.serve.cli -> dogbreed.train.loop",
     ]
     assert upward_edges("from dogbreed.model import artifact", "dogbreed.serve.cli") == []
     assert upward_edges("from dogbreed import hostcpu", "dogbreed.config") == []
+    by_name = 'subprocess.run([sys.executable, "-m", "dogbreed.aws.s3"])'
+    assert upward_edges(by_name, "dogbreed.data.fetch") == [
+        "dogbreed.data.fetch -> dogbreed.aws.s3"
+    ]
+    gate = 'GATE_MODULE = "dogbreed.serve.precision_gate"'
+    assert upward_edges(gate, "dogbreed.model.precision") == []  # ALLOWED_BY_NAME
+    key = '_METADATA_KEY = "dogbreed.setting"'  # a dotted key, not a module
+    assert upward_edges(key, "dogbreed.config") == []

@@ -7,13 +7,13 @@ import http.server
 import io
 import json
 import re
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback_http import LoopbackServer, serving
 
 from dogbreed.aws.clients import Aws, UsageError
 from dogbreed.aws.s3 import PART_BYTES, parse_s3_uri
@@ -54,20 +54,17 @@ class Server:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # HTTP/1.0 (BaseHTTPRequestHandler's default), not QuietHandler's keep-alive: a cut
+        # answer must end with the connection, as a dropped download does.
+        self.httpd = LoopbackServer(Handler)
+        self.url = self.httpd.url
 
 
 @pytest.fixture()
 def server() -> Iterator[Server]:
     srv = Server()
-    srv.thread.start()
-    try:
+    with serving(srv.httpd):
         yield srv
-    finally:
-        srv.httpd.shutdown()
-        srv.httpd.server_close()
 
 
 def zip_of(root: Path, top: str = "dogImages") -> bytes:

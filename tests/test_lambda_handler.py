@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from aws_fake_container import running_container
 from conftest import SAMPLE_CLASSES
+from loopback_http import LoopbackServer, QuietHandler, serving
 from PIL import Image
 from runtime_standin import ACCOUNT, RuntimeStandIn, load_handler, running_standin
 
@@ -415,10 +416,7 @@ def test_model_server_error_is_502_with_its_message(
 ) -> None:
     # The stand-in reproduces the runtime's ModelError for a container 5xx: point it at a port
     # where the "container" answers 500 (a closed model server would be a connection error).
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
-
-    class Broken(BaseHTTPRequestHandler):
+    class Broken(QuietHandler):
         def do_POST(self) -> None:
             payload = b'{"error": "model_failed", "message": "worker died"}'
             self.send_response(500)
@@ -427,17 +425,9 @@ def test_model_server_error_is_502_with_its_message(
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    broken = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
-    Thread(target=broken.serve_forever, daemon=True).start()
-    try:
+    with serving(LoopbackServer(Broken)) as broken:
         standin.model = standin.model._replace(netloc=f"127.0.0.1:{broken.server_address[1]}")
         status, _, body = call(lam, {"image_base64": b64(jpeg_bytes())})
-    finally:
-        broken.shutdown()
-        broken.server_close()
     assert (status, body) == (502, {"error": "model_error", "message": "worker died"})
 
 

@@ -109,7 +109,7 @@ def test_metadata_is_plain_json(saved: tuple[Path, torch.nn.Module]) -> None:
 def test_validation_images_make_the_export_record_the_agreement_gate(
     saved: tuple[Path, torch.nn.Module], tmp_path: Path
 ) -> None:
-    """save_model_dir(validation=...) (the end of training) measures every reduced-precision
+    """The gate (the end of training, after save_model_dir) measures every reduced-precision
     path against fp32 and writes the verdict into metadata.json next to the rest."""
     from PIL import Image
 
@@ -123,7 +123,8 @@ def test_validation_images_make_the_export_record_the_agreement_gate(
     out = tmp_path / "model"
     _, model = saved
     meta = artifact.ModelMetadata("resnet18", 3, 64, eval_resize_size(64))
-    artifact.save_model_dir(out, model, CLASSES, meta, validation=images)
+    artifact.save_model_dir(out, model, CLASSES, meta)
+    precision.gate_in_subprocess(out, images)
     record = artifact.read_metadata(out).precisions["bf16"]
     if record["measured"]:
         assert record["images"] == 6

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from dogbreed.serve.settings import ServeSettings
+from dogbreed.serve.settings import ServeSettings, resolve_parallelism
 from dogbreed.settings import SettingError
 
 
@@ -66,3 +66,21 @@ def test_checking_another_environment_leaves_ours_alone(monkeypatch: pytest.Monk
     assert ServeSettings.from_env({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}).workers == 2
     assert dict(os.environ) == before
     assert ServeSettings.from_env().workers == 7
+
+
+@pytest.mark.parametrize(
+    ("cpus", "workers", "threads"), [(1, 1, 1), (2, 1, 2), (3, 1, 3), (16, 8, 2), (64, 32, 2)]
+)
+def test_default_workers_and_threads_fill_the_cpus_without_oversubscribing(
+    cpus: int, workers: int, threads: int
+) -> None:
+    resolved = resolve_parallelism(ServeSettings(), cpus, gpus=0)
+    assert (resolved.workers, resolved.threads) == (workers, threads)
+    assert resolved.workers * resolved.threads <= cpus
+
+
+def test_a_gpu_gets_one_worker_each_and_given_workers_split_the_cpus() -> None:
+    on_gpus = resolve_parallelism(ServeSettings(), cpus=16, gpus=2)
+    assert (on_gpus.workers, on_gpus.threads) == (2, 8)
+    asked = resolve_parallelism(ServeSettings(workers=3), cpus=16, gpus=0)
+    assert (asked.workers, asked.threads) == (3, 5)  # 15 of 16 cores, none shared

@@ -87,10 +87,11 @@ def test_serving_variables_flags_and_the_deploy_command_share_the_declaration() 
     assert ServeSettings.from_env(settings.to_env()) == settings
 
 
-def table_rows(section: str) -> list[list[str]]:
-    """The cells of the first table under README's `### section` heading."""
-    text = (REPO / "README.md").read_text()
-    body = text.split(f"\n### {section}\n", 1)[1].split("\n### ", 1)[0]
+def table_rows(doc: str, heading: str) -> list[list[str]]:
+    """The cells of the first table under `heading` (`### Serving`) in `doc`."""
+    text = (REPO / doc).read_text()
+    level = heading.split()[0]
+    body = text.split(f"\n{heading}\n", 1)[1].split(f"\n{level} ", 1)[0]
     rows = [line for line in body.splitlines() if line.startswith("| ")]
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
 
@@ -101,19 +102,20 @@ def shown(value: object) -> str:
 
 
 @pytest.mark.parametrize(
-    ("classes", "section"),
+    ("classes", "doc", "section"),
     [
-        ((ServeSettings,), "Serving"),
-        ((LaunchOptions, PeerWatchSettings), "Training: paths, hosts, launch"),
+        ((ServeSettings,), "README.md", "### Serving"),
+        ((ServeSettings,), "docs/serving.md", "## Flags and environment"),
+        ((LaunchOptions, PeerWatchSettings), "README.md", "### Training: paths, hosts, launch"),
     ],
 )
-def test_the_readme_tables_list_every_declared_setting(
-    classes: tuple[type, ...], section: str
+def test_the_settings_tables_list_every_declared_setting(
+    classes: tuple[type, ...], doc: str, section: str
 ) -> None:
-    rows = {re.sub(r"[`\s]", "", row[1]): row for row in table_rows(section) if row[1]}
+    rows = {re.sub(r"[`\s]", "", row[1]): row for row in table_rows(doc, section) if row[1]}
     declared_specs = [declared for cls in classes for declared in specs(cls)]
     for declared in declared_specs:
-        assert declared.env in rows, f"README {section}: no row for {declared.env}"
+        assert declared.env in rows, f"{doc} {section}: no row for {declared.env}"
         flag_cell, _, default_cell = rows[declared.env][:3]
         if declared.flag:
             assert flag_cell.strip("`").split()[0].rstrip("`,") == declared.flag, declared.env
@@ -122,4 +124,4 @@ def test_the_readme_tables_list_every_declared_setting(
             assert written.startswith(shown(declared.default)), (declared.env, default_cell)
     declared_envs = {s.env for s in declared_specs}
     ours = {env for env in rows if env.startswith("DOGBREED_")}
-    assert ours - declared_envs - READ_ELSEWHERE == set(), "README rows nothing declares"
+    assert ours - declared_envs - READ_ELSEWHERE == set(), f"{doc}: rows nothing declares"

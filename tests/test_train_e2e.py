@@ -134,6 +134,9 @@ def test_job_succeeds_and_model_dir_holds_exactly_the_contract(
     assert (meta["architecture"], meta["image_size"], meta["num_classes"]) == ("resnet18", 64, 5)
     assert meta["hyperparameters"]["learning_rate"] == 0.001
     assert {"torch", "torchvision", "python"} <= meta["versions"].keys()
+    # The precision gate ran as training's last step: a verdict, measured or why not.
+    bf16 = meta["precisions"]["bf16"]
+    assert "top1_agreement" in bf16 if bf16["measured"] else bf16["reason"]
     assert not (base / "output" / "failure").exists()
     assert (base / "output" / "success").is_file()
     assert (base / "checkpoints" / "last.pt").is_file()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,12 +111,8 @@ def save_model_dir(
     model: Any,
     classes: list[str],
     metadata: ModelMetadata,
-    validation: Sequence[Path] | None = None,
 ) -> Path:
     """Write the model directory (training side): weights, ONNX, TorchScript, classes, metadata.
-
-    `validation` (image files of the validation split): the reduced-precision paths are then
-    measured against fp32 on them and the verdicts recorded in metadata.json (the gate).
 
     `model` is an `nn.Module`; it is copied to CPU float32 in eval mode for the exports, so the
     caller's model (maybe on a GPU, channels_last) is left as it was. torch is imported here
@@ -158,8 +153,4 @@ def save_model_dir(
         write_file(out / TORCHSCRIPT_FILE, lambda f: torch.jit.save(traced, f))
     write_text(out / CLASSES_FILE, json.dumps(classes, indent=1))
     write_metadata(out, metadata)
-    if validation is not None:
-        from dogbreed.model.precision import gate_in_subprocess
-
-        gate_in_subprocess(out, validation)
     return out

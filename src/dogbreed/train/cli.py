@@ -19,19 +19,13 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dogbreed.config import ConfigError, TrainConfig, add_config_arguments, base_dir
-from dogbreed.train import launch
-
-if TYPE_CHECKING:
-    from dogbreed.train.environment import JobPaths
+from dogbreed.train import environment, launch
+from dogbreed.train.environment import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_STOPPED, JobPaths
 
 log = logging.getLogger(__name__)
 
-EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
-EXIT_STOPPED = 128 + 15  # what a process killed by SIGTERM reports; here after a checkpoint
 SYNC_JOIN_TIMEOUT_S = 120
 
 
@@ -74,7 +68,7 @@ def _worker_argv() -> list[str]:
 
 def _maybe_run_user_program(base: Path, args: argparse.Namespace) -> None:
     """Script mode: a job that names its own entry point goes to the toolkit (never returns)."""
-    from dogbreed.train import environment, toolkit
+    from dogbreed.train import toolkit
 
     program = toolkit.user_program(environment.read_hyperparameters(base), os.environ)
     if program is None:
@@ -98,7 +92,6 @@ def main(args: argparse.Namespace) -> int:
     from dogbreed.data.layout import DataError
     from dogbreed.model.artifact import ArtifactError
     from dogbreed.model.build import ModelError
-    from dogbreed.train import environment
 
     base = base_dir(args.base_dir)
     output_dir = Path(args.output_dir) if args.output_dir else base / "output"
@@ -135,8 +128,6 @@ def main(args: argparse.Namespace) -> int:
 
 def _run(cfg: TrainConfig, paths: JobPaths, args: argparse.Namespace, base: Path) -> int:
     """Train here, or launch torchrun for the hosts and GPUs and wait for it: the exit code."""
-    from dogbreed.train import environment
-
     code = launch.maybe_launch(environment.training_env(base), _worker_argv(), args)
     if code is not None:
         if code != 0 and not paths.failure_file.exists():  # e.g. a worker killed by OOM

@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FAILURE_LIMIT = 1024  # SageMaker keeps the first 1024 characters as FailureReason
+# How a job ends (dogbreed.train.cli's docstring says which failure gets which).
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 128 + 15  # what a process killed by SIGTERM reports; here after a checkpoint
 
 
 class JobError(ConfigError):

@@ -40,13 +40,12 @@ from dogbreed.config import ConfigError, TrainConfig
 from dogbreed.data.dataset import ImageDataset, build_datasets
 from dogbreed.data.layout import DataError, find_channel_splits
 from dogbreed.data.presets import eval_resize_size
-from dogbreed.model import artifact
+from dogbreed.model import artifact, precision
 from dogbreed.model.build import build_model, trainable_parameters
 from dogbreed.train import checkpoint, distributed
 from dogbreed.train import report as reporting
 from dogbreed.train.checkpoint import TrainState
-from dogbreed.train.cli import EXIT_ERROR
-from dogbreed.train.environment import JobPaths, write_failure
+from dogbreed.train.environment import EXIT_ERROR, JobPaths, write_failure
 
 log = logging.getLogger(__name__)
 
@@ -675,9 +674,11 @@ def _write_outputs(
         versions=_versions(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    # The validation images: reduced-precision serving paths are measured against fp32 on them.
+    artifact.save_model_dir(job.paths.model_dir, job.model, job.classes, meta)
+    # The gate: reduced-precision serving paths measured against fp32 on the validation
+    # images, the verdicts recorded in metadata.json.
     validation = [path for path, _ in job.datasets["valid"].samples]
-    artifact.save_model_dir(job.paths.model_dir, job.model, job.classes, meta, validation)
+    precision.gate_in_subprocess(job.paths.model_dir, validation)
     out = job.paths.output_data_dir
     reporting.write_metrics(
         out,
