@@ -17,9 +17,11 @@ also timed alone, in this process, on the same photos; so is top-1 agreement wit
     python bench/bench_serve.py --arch resnet50 --photo-size 1600 1200 --precisions fp32 bf16
     python bench/bench_serve.py --batch-delays 5 1 0   # MMS's batch delay: latency vs batching
     python bench/bench_serve.py --model TRAINED_DIR --photos DIR  # bf16 agreement on real photos
+    python bench/bench_serve.py --layouts 1x2 2x1       # MMS workers x threads per worker
 
 At concurrency 1 it also prints the hops: a request's p50 less its own decode and forward pass
-(what the gateway, MMS and the batch delay add).
+(what the gateway, MMS and the batch delay add), and the gateway's share of them (the same load
+sent straight to MMS's inference port).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
+import itertools
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -206,6 +210,43 @@ def component_costs(
     return rows[0][1], floors
 
 
+Layout = tuple[int, int]  # MMS workers, threads per worker
+
+
+def mms_port_pair() -> str:
+    """SAGEMAKER_SAFE_PORT_RANGE of two free loopback ports: MMS's two ports are then known."""
+    for low in range(23000, 32766, 2):
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", low))
+                b.bind(("127.0.0.1", low + 1))
+        except OSError:
+            continue
+        return f"{low}-{low + 1}"
+    raise SystemExit("no two free ports for MMS")
+
+
+def mms_predictions_url(port_range: str, image: bytes) -> str:
+    """The one of the two MMS ports that answers a prediction (the other is management)."""
+    for port in map(int, port_range.split("-")):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("POST", "/predictions/model", image, {"Content-Type": "image/jpeg"})
+            if conn.getresponse().status == 200:
+                return f"http://127.0.0.1:{port}/predictions/model"
+        finally:
+            conn.close()
+    raise SystemExit(f"no MMS port of {port_range} answers predictions")
+
+
+def layout_arg(text: str) -> Layout:
+    """`--layouts 2x1`: (2, 1)."""
+    workers, sep, threads = text.lower().partition("x")
+    if not (sep and workers.isdigit() and threads.isdigit() and int(workers) and int(threads)):
+        raise argparse.ArgumentTypeError(f"{text!r}: want WORKERSxTHREADS, e.g. 1x2")
+    return int(workers), int(threads)
+
+
 def photos_in(folder: Path) -> list[bytes]:
     """The bytes of every image file under `folder`, sorted by path (at least one)."""
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
@@ -262,16 +303,21 @@ def main() -> int:
         metavar="MS",
         help="MMS max batch delay of our servers: one row each (default: the server's default)",
     )
+    parser.add_argument(
+        "--layouts",
+        type=layout_arg,
+        nargs="+",
+        metavar="WxT",
+        help="MMS workers x threads of our servers, e.g. 1x2 2x1: one row each (default: what "
+        "the server picks for these CPUs; the baseline always gets that)",
+    )
     args = parser.parse_args()
     if args.precisions[0] != "fp32":
         parser.error("--precisions must start with fp32 (the reference)")
 
     cpus = available_cpus()
     settings = resolve_parallelism(ServeSettings(), cpus, 0)
-    env = {
-        "SAGEMAKER_MODEL_SERVER_WORKERS": str(settings.workers),
-        "DOGBREED_THREADS": str(settings.threads),
-    }
+    default: Layout = (settings.workers or 1, settings.threads or 1)
     images = photos_in(args.photos) if args.photos else photo_jpegs(16, tuple(args.photo_size))
     flags = sorted(hostcpu.cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "amx_int8"})
     flags += sorted(hostcpu.FAST_BF16_FLAGS & hostcpu.cpu_flags())
@@ -296,21 +342,30 @@ def main() -> int:
         agreement(model_dir, images, args.precisions)
 
         results: dict[str, dict[int, dict[str, float]]] = {}
-        ours: dict[str, str] = {}  # row name -> precision
-        for name in args.precisions:
-            for delay in args.batch_delays:
-                row = f"ours {name}" + (f" d{delay}" if len(args.batch_delays) > 1 else "")
-                server_env = {
-                    **env,
-                    "DOGBREED_PRECISION": name,
-                    "SAGEMAKER_MODEL_SERVER_MAX_BATCH_DELAY": str(delay),
+        ours: dict[str, tuple[str, Layout]] = {}  # row name -> precision, workers x threads
+        without_gateway: dict[str, dict[str, float]] = {}  # row name -> straight to MMS, c=1
+        layouts = args.layouts or [default]
+        for name, delay, (workers, threads) in itertools.product(
+            args.precisions, args.batch_delays, layouts
+        ):
+            row = f"ours {name}" + (f" d{delay}" if len(args.batch_delays) > 1 else "")
+            row += f" {workers}x{threads}" if len(layouts) > 1 else ""
+            port_range = mms_port_pair()
+            server_env = {
+                "SAGEMAKER_SAFE_PORT_RANGE": port_range,
+                "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers),
+                "DOGBREED_THREADS": str(threads),
+                "DOGBREED_PRECISION": name,
+                "SAGEMAKER_MODEL_SERVER_MAX_BATCH_DELAY": str(delay),
+            }
+            with running_server(model_dir, server_env) as url:
+                results[row] = {
+                    c: load(f"{url}/invocations", images, c, args.seconds) for c in args.concurrency
                 }
-                with running_server(model_dir, server_env) as url:
-                    results[row] = {
-                        c: load(f"{url}/invocations", images, c, args.seconds)
-                        for c in args.concurrency
-                    }
-                ours[row] = name
+                if 1 in args.concurrency:  # the same requests without our gateway
+                    direct = mms_predictions_url(port_range, images[0])
+                    without_gateway[row] = load(direct, images, 1, args.seconds)
+            ours[row] = name, (workers, threads)
         os.environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO / "bench"), os.environ.get("PYTHONPATH")) if p
         )
@@ -349,10 +404,14 @@ def main() -> int:
                       f"{mine['p50'] / base['p50']:>10.2f}")  # fmt: skip
     if 1 in args.concurrency:
         # What the front, MMS and the batch delay add to one request's own work.
-        print(f"\nhops at concurrency 1: p50 - decode ({decode:.1f} ms) - forward batch 1")
-        for row, name in ours.items():
-            hops = results[row][1]["p50"] - decode - floors[name][0]
-            print(f"  {row:<16} {hops:8.1f} ms")
+        # The floors were timed with the default layout's threads: other layouts get no line.
+        print(f"\nhops at concurrency 1: p50 - decode ({decode:.1f} ms) - forward batch 1;")
+        print("  the gateway's share: p50 through it - p50 straight to MMS's inference port")
+        for row, (name, layout) in ours.items():
+            if layout == default:
+                p50 = results[row][1]["p50"]
+                hops, gateway = p50 - decode - floors[name][0], p50 - without_gateway[row]["p50"]
+                print(f"  {row:<16} {hops:8.1f} ms, of which the gateway {gateway:5.1f} ms")
     return 0
 
 
