@@ -418,6 +418,7 @@ def test_model_server_error_is_502_with_its_message(
     # where the "container" answers 500 (a closed model server would be a connection error).
     class Broken(QuietHandler):
         def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))  # keep-alive: all of it
             payload = b'{"error": "model_failed", "message": "worker died"}'
             self.send_response(500)
             self.send_header("Content-Type", "application/json")

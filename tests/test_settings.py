@@ -121,7 +121,9 @@ def test_the_settings_tables_list_every_declared_setting(
             assert flag_cell.strip("`").split()[0].rstrip("`,") == declared.flag, declared.env
         if declared.default is not None:
             written = re.sub(r"[`,]", "", default_cell)
-            assert written.startswith(shown(declared.default)), (declared.env, default_cell)
+            # The default, then a word boundary: "2" must not pass for "20" or "25".
+            expected = rf"{re.escape(shown(declared.default))}\b"
+            assert re.match(expected, written), (declared.env, default_cell)
     declared_envs = {s.env for s in declared_specs}
     ours = {env for env in rows if env.startswith("DOGBREED_")}
     assert ours - declared_envs - READ_ELSEWHERE == set(), f"{doc}: rows nothing declares"

@@ -77,8 +77,8 @@ class ServeSettings:
         minimum=1,
     )
     # 2 ms, measured (docs/serving.md, "Hops and MMS's batch delay"): MMS waits the whole
-    # delay even for a lone request; 2 ms kept or raised throughput at concurrency 4 and 16
-    # against 5 ms on both CPUs measured, and took 3 ms off the p50 at concurrency 1.
+    # delay even for a lone request. Against 5 ms, 2 ms raised throughput at every concurrency
+    # on an AMD EPYC and was within noise on a Xeon with AMX; a lone request waits 3 ms less.
     max_batch_delay_ms: int = setting(
         2,
         "MMS batching: ms to wait to fill a batch",
