@@ -21,7 +21,8 @@ from dogbreed.train.loop import amp_dtype, default_workers, train
 
 CPU = torch.device("cpu")
 # bf16 keeps 8 bits of mantissa: its mean training loss per epoch stays this close (relative) to
-# fp32's (measured: 0.4% in the first epoch, at most 4.5% in four).
+# fp32's at learning rate 0.001 (measured on an AMD EPYC with avx512_bf16: 0.4% in the first
+# epoch, at most 4% in four; at 0.003 the Xeon with AMX gave at most 4.5%, the EPYC 12-18%).
 BF16_FIRST_EPOCH_TOLERANCE = 0.05
 BF16_LOSS_TOLERANCE = 0.15
 
@@ -104,10 +105,13 @@ def test_bf16_training_follows_the_fp32_loss_curve_on_the_sample_data(
     """Same seed, data order and initial weights, no DataLoader workers. Compared: each epoch's
     mean training loss (120 images), not the accuracy on 30 validation images, which after 4
     epochs swings by 2 images or more between two fp32 runs in different processes (measured:
-    valid_acc 0.567 and 0.633; bf16 gave 0.733 and 0.767) while the loss curves agree to 5%."""
-    # conftest's TINY_TRAIN_FLAGS (what the e2e tests train with).
+    valid_acc 0.567 and 0.633; bf16 gave 0.733 and 0.767) while the loss curves agree to 5%.
+
+    conftest's TINY_TRAIN_FLAGS but a third of their learning rate: a resnet18 from scratch on
+    120 images at 0.003 is chaotic enough that rounding differences grow into 18% loss gaps by
+    the third epoch on some CPUs; the test is about bf16's numerics, not that amplification."""
     cfg = TrainConfig(
-        backbone="resnet18", image_size=64, epochs=4, batch_size=16, learning_rate=0.003,
+        backbone="resnet18", image_size=64, epochs=4, batch_size=16, learning_rate=0.001,
         workers=0, seed=0,
     )  # fmt: skip
     # bf16 on any CPU (emulated and slow where the flags are missing): the numerics are tested.

@@ -72,10 +72,13 @@ def default_vmargs(settings: ServeSettings) -> str:
     """JVM flags sized to what the frontend holds, not to the machine: AWS's default (max heap
     10% of the memory, G1) let the heap grow to 1.3 GB under load on a big host. Serial GC:
     no GC threads, the smallest footprint for a small heap. C1 only: the Java side is network
-    plumbing, and C2's compiler arenas cost ~15 MB."""
+    plumbing, and C2's compiler arenas cost ~15 MB. The whole heap is committed and touched
+    at start (-Xms = -Xmx, AlwaysPreTouch): the frontend's footprint is then its bound from
+    the first request, instead of a heap that creeps up whenever a few large bodies coincide."""
     heap_mb = HEAP_BASE_MB + 2 * math.ceil(settings.max_buffered_mb)
     return (
-        f"-XX:+UseContainerSupport -XX:+UseSerialGC -Xms16m -Xmx{heap_mb}m "
+        f"-XX:+UseContainerSupport -XX:+UseSerialGC -Xms{heap_mb}m -Xmx{heap_mb}m "
+        "-XX:+AlwaysPreTouch "
         "-XX:MaxMetaspaceSize=64m -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError"
     )
 
