@@ -358,7 +358,7 @@ def main() -> int:
             args.precisions, args.batch_delays, layouts
         ):
             row = f"ours {name}" + (f" d{delay}" if len(args.batch_delays) > 1 else "")
-            row += f" {workers}x{threads}" if len(layouts) > 1 else ""
+            row += f" {workers}x{threads}" if args.layouts else ""
             port_range = mms_port_pair()
             server_env = {
                 "SAGEMAKER_SAFE_PORT_RANGE": port_range,
