@@ -55,7 +55,7 @@ from dogbreed.data.presets import eval_resize_size  # noqa: E402
 from dogbreed.hostcpu import available_cpus  # noqa: E402
 from dogbreed.model import artifact, precision  # noqa: E402
 from dogbreed.serve.backends import cpu_backend  # noqa: E402
-from dogbreed.serve.mms import ModelServer  # noqa: E402
+from dogbreed.serve.mms import PORT_RANGE, PREDICT_PATH, ModelServer  # noqa: E402
 from dogbreed.serve.settings import ServeSettings, resolve_parallelism  # noqa: E402
 
 MAX_REQUESTS_PER_LEVEL = 5000  # a hard bound next to --seconds
@@ -216,7 +216,7 @@ Layout = tuple[int, int]  # MMS workers, threads per worker
 
 def mms_port_pair() -> str:
     """SAGEMAKER_SAFE_PORT_RANGE of two free loopback ports: MMS's two ports are then known."""
-    for low in range(23000, 32766, 2):
+    for low in range(PORT_RANGE[0], PORT_RANGE[1], 2):
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", low))
@@ -232,9 +232,9 @@ def mms_predictions_url(port_range: str, image: bytes) -> str:
     for port in map(int, port_range.split("-")):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
-            conn.request("POST", "/predictions/model", image, {"Content-Type": "image/jpeg"})
+            conn.request("POST", PREDICT_PATH, image, {"Content-Type": "image/jpeg"})
             if conn.getresponse().status == 200:
-                return f"http://127.0.0.1:{port}/predictions/model"
+                return f"http://127.0.0.1:{port}{PREDICT_PATH}"
         finally:
             conn.close()
     raise SystemExit(f"no MMS port of {port_range} answers predictions")
@@ -387,7 +387,7 @@ def main() -> int:
             deadline = time.monotonic() + 300
             baseline.wait_until_up(deadline)
             baseline.register(deadline)
-            url = f"http://127.0.0.1:{baseline.inference_port}/predictions/model"
+            url = f"http://127.0.0.1:{baseline.inference_port}{PREDICT_PATH}"
             results["baseline"] = {c: load(url, images, c, args.seconds) for c in args.concurrency}
         finally:
             baseline.stop()

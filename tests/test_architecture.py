@@ -105,13 +105,17 @@ def module_name(path: Path) -> tuple[str, bool]:
     return ".".join(parts), False
 
 
-def test_no_module_imports_a_higher_layer() -> None:
+def package_sources() -> list[tuple[str, bool, str]]:
+    """(module name, is a package, source) of every module of dogbreed."""
     files = sorted((SRC / "dogbreed").rglob("*.py"))
     assert len(files) > 20
+    return [(*module_name(path), path.read_text()) for path in files]
+
+
+def test_no_module_imports_a_higher_layer() -> None:
     edges = []
-    for path in files:
-        name, is_package = module_name(path)
-        edges += upward_edges(path.read_text(), name, is_package)
+    for name, is_package, source in package_sources():
+        edges += upward_edges(source, name, is_package)
     assert not edges, "imports against the layer order:\n" + "\n".join(edges)
 
 
@@ -138,11 +142,12 @@ def import_cycle(graph: dict[str, set[str]]) -> list[str]:
 
 def test_no_two_modules_import_each_other() -> None:
     """Lazy imports included: a cycle means a fact lives in the wrong module."""
-    graph = {}
-    for path in sorted((SRC / "dogbreed").rglob("*.py")):
-        name, is_package = module_name(path)
-        graph[name] = imported_modules(path.read_text(), name, is_package)
-    assert import_cycle(graph) == [], "import cycle: " + " -> ".join(import_cycle(graph))
+    graph = {
+        name: imported_modules(source, name, is_package)
+        for name, is_package, source in package_sources()
+    }
+    cycle = import_cycle(graph)
+    assert cycle == [], "import cycle: " + " -> ".join(cycle)
     assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
